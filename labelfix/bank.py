@@ -1,0 +1,181 @@
+"""A model bank: one L-MAE per mask ratio, in a folder.
+
+    manifest.json   format version, model config, classes (names, ignore, background, palette),
+                    input and patch size, {ratio: {file, sha256}}, training summary
+    ratio-0.50.safetensors, ...
+
+Loading checks the format version, each file's sha256, and the weights' keys and shapes, and says
+what is wrong. `hf://ORG/REPO[@REVISION]` is fetched with huggingface_hub (its cache works offline).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .classes import ClassSet
+from .config import LMAEConfig
+from .errors import BankError
+from .model import LMAE
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DEFAULT_BANK = Path(__file__).resolve().parent.parent / "checkpoints" / "voc"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def ratio_key(ratio: float) -> str:
+    return f"{float(ratio):.2f}"
+
+
+def save_weights(model: LMAE, path: Path) -> str:
+    """Write a model's weights as safetensors atomically; returns the file's sha256."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp))
+    os.replace(tmp, path)
+    return sha256(path)
+
+
+def write_manifest(folder: Path, cfg: LMAEConfig, classes: ClassSet, files: dict[str, dict], extra: dict | None = None):
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "model_config": cfg.to_dict(),
+        "classes": classes.to_dict(),
+        "input_size": cfg.input_size,
+        "patch_size": cfg.patch_size,
+        "ratios": dict(sorted(files.items())),
+        **(extra or {}),
+    }
+    atomic_write_bytes(Path(folder) / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    return manifest
+
+
+@dataclass
+class Bank:
+    """A loaded bank. Models are built lazily, one per ratio, on first use."""
+    path: Path
+    manifest: dict
+    config: LMAEConfig
+    classes: ClassSet
+    files: dict[float, Path]
+    _models: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def ratios(self) -> list[float]:
+        return sorted(self.files)
+
+    @property
+    def manifest_sha256(self) -> str:
+        return hashlib.sha256((self.path / MANIFEST).read_bytes()).hexdigest()
+
+    def nearest_ratio(self, fraction: float) -> float:
+        """The ratio whose value is nearest to a label's background fraction (ties: the smaller)."""
+        return min(self.ratios, key=lambda r: (abs(r - fraction), r))
+
+    def model(self, ratio: float, device="cpu") -> LMAE:
+        key = (ratio, str(device))
+        if key not in self._models:
+            self._models[key] = load_model(self.files[ratio], self.config).to(device).eval()
+        return self._models[key]
+
+
+def load_model(path: Path, cfg: LMAEConfig) -> LMAE:
+    model = LMAE(cfg)
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # safetensors raises several types for a damaged file
+        raise BankError(f"{path}: not a readable safetensors file ({e})") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise BankError(f"{path}: weights do not fit the manifest's model config "
+                        f"(missing {missing[:3]}, unexpected {unexpected[:3]}); was the file replaced?")
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise BankError(f"{path}: weight '{k}' has shape {tuple(state[k].shape)}, "
+                            f"the manifest's config needs {tuple(v.shape)}")
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    return model
+
+
+def resolve_bank_path(spec: str | Path | None) -> Path:
+    """A local folder, or hf://ORG/REPO[@REVISION] fetched through huggingface_hub."""
+    if spec is None:
+        return DEFAULT_BANK
+    spec = str(spec)
+    if spec.startswith("hf://"):
+        repo = spec[len("hf://"):]
+        repo, _, revision = repo.partition("@")
+        if repo.count("/") != 1:
+            raise BankError(f"{spec}: expected hf://ORG/REPO or hf://ORG/REPO@REVISION")
+        try:
+            from huggingface_hub import snapshot_download
+            return Path(snapshot_download(repo_id=repo, revision=revision or None))
+        except Exception as e:
+            raise BankError(f"{spec}: cannot fetch the bank from the Hugging Face Hub ({type(e).__name__}: {e}); "
+                            "check the name, your network, or set HF_HUB_OFFLINE=1 to use the local cache") from None
+    return Path(spec)
+
+
+def load_bank(spec: str | Path | None = None, verify: bool = True) -> Bank:
+    folder = resolve_bank_path(spec)
+    mpath = folder / MANIFEST
+    if not mpath.exists():
+        raise BankError(f"{folder}: no {MANIFEST}; not a labelfix bank (make one with `labelfix train`)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except ValueError as e:
+        raise BankError(f"{mpath}: not valid JSON ({e})") from None
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BankError(f"{mpath}: bank format version {version}, this labelfix reads version {FORMAT_VERSION}; "
+                        "upgrade labelfix or retrain the bank")
+    try:
+        cfg = LMAEConfig.from_dict(manifest["model_config"])
+        classes = ClassSet.from_dict(manifest["classes"], str(mpath))
+        entries = manifest["ratios"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise BankError(f"{mpath}: manifest is incomplete or invalid ({e})") from None
+    if cfg.num_classes != classes.num_classes:
+        raise BankError(f"{mpath}: model has {cfg.num_classes} classes but the class list has {classes.num_classes}")
+    if not entries:
+        raise BankError(f"{mpath}: lists no models")
+    files = {}
+    for key, entry in entries.items():
+        f = folder / entry["file"]
+        if not f.exists():
+            raise BankError(f"{f}: listed in the manifest but missing")
+        if verify and sha256(f) != entry["sha256"]:
+            raise BankError(f"{f}: sha256 does not match the manifest; the file is damaged or was replaced")
+        files[float(key)] = f
+    return Bank(folder, manifest, cfg, classes, files)

@@ -1,0 +1,44 @@
+"""Simulated label damage: how training teaches repair, and how benchmarks score it.
+
+Each function is pure and seedable. "unknown" pixels are the ones the model must fill; a label tensor
+holds -1 where no label is known.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .masking import background_pixels
+
+
+def random_blocks(batch: int, height: int, width: int, coverage: float, generator: torch.Generator,
+                  min_side: float = 0.1, max_side: float = 0.35, device=None) -> torch.Tensor:
+    """Rectangles dropped at random until about `coverage` of each image is covered: (B, H, W) bool."""
+    out = torch.zeros(batch, height, width, dtype=torch.bool, device=device)
+    for b in range(batch):
+        for _ in range(64):
+            if out[b].float().mean() >= coverage:
+                break
+            r = torch.rand(4, generator=generator).tolist()
+            h = max(2, int(height * (min_side + (max_side - min_side) * r[0])))
+            w = max(2, int(width * (min_side + (max_side - min_side) * r[1])))
+            y, x = int((height - h) * r[2]), int((width - w) * r[3])
+            out[b, y:y + h, x:x + w] = True
+    return out
+
+
+def drop_classes(label: torch.Tensor, background_index: int | None, share: float,
+                 generator: torch.Generator) -> torch.Tensor:
+    """Relabel about `share` of each image's object classes as background (or unlabelled): (B, H, W) bool of dropped pixels."""
+    dropped = torch.zeros_like(label, dtype=torch.bool)
+    for b in range(label.shape[0]):
+        present = [int(c) for c in torch.unique(label[b]) if c >= 0 and c != background_index]
+        for c in present:
+            if torch.rand(1, generator=generator).item() < share:
+                dropped[b] |= label[b] == c
+    return dropped
+
+
+def blind_unknown(damaged: torch.Tensor, removed_px: torch.Tensor, background_index: int | None) -> torch.Tensor:
+    """Blind repair: inside removed patches, background and unlabelled pixels are the ones that may change."""
+    return removed_px & background_pixels(damaged, background_index)

@@ -1,0 +1,174 @@
+"""Datasets on disk: the VOC layout and a generic layout, label reading, and training samples.
+
+VOC:      JPEGImages/*.jpg, SegmentationClass/*.png (palette), ImageSets/Segmentation/{train,val}.txt
+generic:  images/*, labels/*.png (index PNGs), splits/{train,val}.txt, classes.json
+A `classes.json` at the top of either layout gives names / ignore_index / background_index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .classes import ClassSet, voc_palette
+from .errors import DataError, InputFileError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+VOC_NAMES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+             "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+             "train", "tvmonitor")
+
+
+@dataclass(frozen=True)
+class LabelFile:
+    """A decoded label: raw values, and what is needed to write it back in the same format."""
+    values: np.ndarray            # (H, W) uint8 or uint16, the numbers stored in the file
+    mode: str                     # PIL mode: "P", "L" or "I;16"
+    palette: list[int] | None     # the file's palette for mode "P"
+
+
+def read_label(path: Path) -> LabelFile:
+    """Read a label PNG; raises InputFileError with the reason if it cannot be a label map."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("RGB", "RGBA"):
+                raise InputFileError(path, f"is a colour ({mode}) image, not an index or palette label map; "
+                                           "convert it to class indices first")
+            if mode not in ("P", "L", "I;16", "I"):
+                raise InputFileError(path, f"has PIL mode {mode}, not an index or palette label map")
+            palette = im.getpalette() if mode == "P" else None
+            values = np.array(im)
+    except InputFileError:
+        raise
+    except FileNotFoundError:
+        raise InputFileError(path, "does not exist") from None
+    except PermissionError:
+        raise InputFileError(path, "cannot be read (permission denied)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputFileError(path, f"is not a readable PNG ({e})") from None
+    if values.ndim != 2:
+        raise InputFileError(path, f"has {values.ndim} dimensions, expected a single-channel map")
+    return LabelFile(values, mode, palette)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB; raises InputFileError with the reason."""
+    try:
+        with Image.open(path) as im:
+            return np.array(im.convert("RGB"))
+    except FileNotFoundError:
+        raise InputFileError(path, "does not exist") from None
+    except PermissionError:
+        raise InputFileError(path, "cannot be read (permission denied)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputFileError(path, f"is not a readable image ({e})") from None
+
+
+def find_image(images_dir: Path, stem: str) -> Path | None:
+    for ext in IMAGE_EXTS + tuple(e.upper() for e in IMAGE_EXTS):
+        p = images_dir / f"{stem}{ext}"
+        if p.exists():
+            return p
+    return None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset folder: its class set and, per split, (image path, label path) pairs."""
+    root: Path
+    layout: str
+    classes: ClassSet
+    images_dir: Path
+    labels_dir: Path
+
+    def split_ids(self, split: str) -> list[str]:
+        f = (self.root / "ImageSets" / "Segmentation" / f"{split}.txt") if self.layout == "voc" \
+            else (self.root / "splits" / f"{split}.txt")
+        if not f.exists():
+            raise DataError(f"{f}: split list not found (splits available: "
+                            f"{', '.join(sorted(p.stem for p in f.parent.glob('*.txt'))) or 'none'})")
+        return [line.strip() for line in f.read_text().splitlines() if line.strip()]
+
+    def pairs(self, split: str) -> list[tuple[Path, Path]]:
+        out = []
+        for stem in self.split_ids(split):
+            img = find_image(self.images_dir, stem)
+            if img is None:
+                raise DataError(f"{self.images_dir}: no image for '{stem}' listed in the {split} split")
+            out.append((img, self.labels_dir / f"{stem}.png"))
+        return out
+
+
+def open_dataset(root: str | Path) -> Dataset:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    classes_file = root / "classes.json"
+    if (root / "SegmentationClass").is_dir() and (root / "JPEGImages").is_dir():
+        classes = ClassSet.from_json(classes_file) if classes_file.exists() else ClassSet(VOC_NAMES, 255, 0)
+        if classes.palette is None:
+            classes = ClassSet(classes.names, classes.ignore_index, classes.background_index, tuple(voc_palette()))
+        return Dataset(root, "voc", classes, root / "JPEGImages", root / "SegmentationClass")
+    if (root / "images").is_dir() and (root / "labels").is_dir():
+        if not classes_file.exists():
+            raise DataError(f"{root}: generic layout needs classes.json "
+                            '({"names": [...], "ignore_index": 255, "background_index": 0})')
+        return Dataset(root, "generic", ClassSet.from_json(classes_file), root / "images", root / "labels")
+    raise DataError(f"{root}: not a dataset labelfix can read; expected JPEGImages/ + SegmentationClass/ "
+                    "(VOC) or images/ + labels/ + classes.json (generic)")
+
+
+def load_pair(img_path: Path, label_path: Path, classes: ClassSet) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) uint8 image and (H, W) int64 label in model indices (-1 = unlabelled)."""
+    image = read_image(img_path)
+    label = read_label(label_path).values
+    if image.shape[:2] != label.shape:
+        raise InputFileError(img_path, f"is {image.shape[1]}x{image.shape[0]} but its label is "
+                                       f"{label.shape[1]}x{label.shape[0]}")
+    bad = classes.bad_values(label)
+    if bad:
+        raise InputFileError(label_path, f"has values {bad[:8]} outside the {classes.num_classes} classes "
+                                         f"and ignore value {classes.ignore_index}")
+    return image, classes.to_index(label)
+
+
+def resize_pair(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize an (H, W, 3) uint8 image (bilinear) and (H, W) int label (nearest) to size x size."""
+    img = np.array(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    lab = np.array(Image.fromarray(label.astype(np.int32)).resize((size, size), Image.NEAREST)).astype(np.int64)
+    return img, lab
+
+
+class TrainSamples(torch.utils.data.Dataset):
+    """Image/label pairs held in memory, with the paper's augmentation (random crop, resize, flip)."""
+
+    def __init__(self, pairs, classes: ClassSet, size: int, augment: bool, seed: int = 0):
+        self.data = [load_pair(i, l, classes) for i, l in pairs]
+        self.size, self.augment, self.seed = size, augment, seed
+        self.epoch = 0
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        image, label = self.data[i]
+        if self.augment:
+            rng = np.random.default_rng((self.seed, self.epoch, i))
+            H, W = label.shape
+            scale = rng.uniform(0.35, 1.0)  # share of the area kept by the crop
+            aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+            ch = int(min(H, round(np.sqrt(scale * H * W / aspect))))
+            cw = int(min(W, round(np.sqrt(scale * H * W * aspect))))
+            y0, x0 = rng.integers(0, H - ch + 1), rng.integers(0, W - cw + 1)
+            image, label = image[y0:y0 + ch, x0:x0 + cw], label[y0:y0 + ch, x0:x0 + cw]
+            if rng.random() < 0.5:
+                image, label = image[:, ::-1], label[:, ::-1]
+            image, label = np.ascontiguousarray(image), np.ascontiguousarray(label)
+        img, lab = resize_pair(image, label, self.size)
+        return torch.from_numpy(img).permute(2, 0, 1).float() / 255.0, torch.from_numpy(lab)

@@ -1,0 +1,101 @@
+"""The mask selector: which patches are removed before the encoder (1 = removed).
+
+Pure, seedable functions on tensors; nothing here knows about the network. A patch's
+"background fraction" is the share of its pixels that are background or unlabelled, which is
+what the paper ranks patches by.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+STRATEGIES = ("random", "label-first", "background-first")
+PAPER_MIX = (1.0, 2.0, 2.0)  # random : label-first : background-first, the paper's training mix
+
+
+def patch_mean(values: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Mean of a per-pixel map over each patch: (B, H, W) -> (B, L), L = (H/p)(W/p), row-major."""
+    pooled = F.avg_pool2d(values.float().unsqueeze(1), patch_size)  # (B, 1, H/p, W/p)
+    return pooled.flatten(1)
+
+
+def background_pixels(label: torch.Tensor, background_index: int | None) -> torch.Tensor:
+    """(B, H, W) bool: background-class pixels plus unlabelled ones (label < 0)."""
+    bg = label < 0
+    if background_index is not None:
+        bg = bg | (label == background_index)
+    return bg
+
+
+def num_removed(num_patches: int, ratio: float) -> int:
+    return int(round(num_patches * min(max(ratio, 0.0), 1.0)))
+
+
+def rank_mask(scores: torch.Tensor, ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Remove the round(L * ratio) patches with the highest score: (B, L) -> (B, L) bool.
+
+    Ties are broken by patch index (top-down, left-to-right) so repair is deterministic, or at random
+    when a generator is given (training wants variety among equal-score patches).
+    """
+    B, L = scores.shape
+    n = num_removed(L, ratio)
+    tie = torch.rand(B, L, generator=generator, device=scores.device) if generator is not None \
+        else -torch.arange(L, device=scores.device, dtype=torch.float32).expand(B, L) / L
+    # Scores are fractions in [0, 1]; a tie-break below 1/(p*p) never reorders distinct fractions.
+    order = torch.argsort(scores.float() * 1e4 + tie, dim=1, descending=True)
+    mask = torch.zeros(B, L, dtype=torch.bool, device=scores.device)
+    mask.scatter_(1, order[:, :n], True)
+    return mask
+
+
+def random_mask(batch: int, num_patches: int, ratio: float, generator: torch.Generator | None = None,
+                device=None) -> torch.Tensor:
+    """Remove round(L * ratio) patches chosen uniformly at random: (B, L) bool."""
+    noise = torch.rand(batch, num_patches, generator=generator, device=device)
+    return rank_mask(noise, ratio)
+
+
+def background_first_mask(bg_fraction: torch.Tensor, ratio: float, generator=None) -> torch.Tensor:
+    """Remove the patches with the most background (the repair strategy): (B, L) -> (B, L) bool."""
+    return rank_mask(bg_fraction, ratio, generator)
+
+
+def label_first_mask(bg_fraction: torch.Tensor, ratio: float, generator=None) -> torch.Tensor:
+    """Remove the patches with the most object pixels: (B, L) -> (B, L) bool."""
+    return rank_mask(1.0 - bg_fraction, ratio, generator)
+
+
+def strategy_mask(strategy: str, bg_fraction: torch.Tensor, ratio: float, generator=None) -> torch.Tensor:
+    if strategy == "random":
+        return random_mask(*bg_fraction.shape, ratio, generator=generator, device=bg_fraction.device)
+    if strategy == "label-first":
+        return label_first_mask(bg_fraction, ratio, generator)
+    if strategy == "background-first":
+        return background_first_mask(bg_fraction, ratio, generator)
+    raise ValueError(f"unknown mask strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def mixed_mask(bg_fraction: torch.Tensor, ratio: float, generator: torch.Generator | None = None,
+               weights=PAPER_MIX) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's training mix: each sample draws a strategy with the given weights.
+
+    Returns (mask (B, L) bool, strategy index per sample (B,) into STRATEGIES).
+    """
+    B, L = bg_fraction.shape
+    probs = torch.tensor(weights, dtype=torch.float32)
+    choice = torch.multinomial(probs, B, replacement=True, generator=generator).to(bg_fraction.device)
+    masks = torch.stack([strategy_mask(s, bg_fraction, ratio, generator) for s in STRATEGIES])  # (3, B, L)
+    return masks[choice, torch.arange(B, device=bg_fraction.device)], choice
+
+
+def patches_touching(pixels: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Patches holding at least one flagged pixel (explicit missing values): (B, H, W) -> (B, L) bool."""
+    return patch_mean(pixels, patch_size) > 0
+
+
+def expand_mask(mask: torch.Tensor, grid: int, patch_size: int) -> torch.Tensor:
+    """Patch mask to pixel mask: (B, L) -> (B, grid*p, grid*p) bool."""
+    B = mask.shape[0]
+    m = mask.view(B, 1, grid, grid).float()
+    return F.interpolate(m, scale_factor=patch_size, mode="nearest")[:, 0].bool()

@@ -1,0 +1,142 @@
+"""The label masked autoencoder (L-MAE), split the way the paper's figure is.
+
+    stack fuse -> patchify -> mask selector (outside: masking.py) -> encoder over visible patches
+    -> IPS at removed patches -> decoder over all patches -> per-pixel class logits
+
+Conventions: label tensors are long with -1 where no label is known; `removed` is (B, L) bool with
+1 = removed (the patch's label is hidden from the encoder and will be reconstructed); `known` is
+(B, S, S) bool, the pixels whose label the model may trust (by default label >= 0 outside removed
+patches). Known pixels inside removed patches (explicit `--missing` repair) still feed the prior.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import LMAEConfig
+from .fuse import one_hot, patchify, sincos_pos_embed_2d, stack_fuse, unpatchify
+from .layers import Block, RefineHead
+from .masking import expand_mask
+from .propagate import nearest_fill
+
+# ImageNet statistics: images enter the model normalised with these.
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+
+class LMAE(nn.Module):
+    def __init__(self, cfg: LMAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        K, p, L = cfg.num_classes, cfg.patch_size, cfg.num_patches
+        # encoder
+        self.patch_embed = nn.Linear(p * p * (K + 3), cfg.enc_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.enc_dim))  # keeps the encoder defined when all is removed
+        self.register_buffer("enc_pos", sincos_pos_embed_2d(cfg.enc_dim, cfg.grid)[None], persistent=False)
+        ramp = torch.linspace(0, cfg.drop_path, cfg.enc_depth + cfg.dec_depth).tolist()
+        self.encoder = nn.ModuleList(Block(cfg.enc_dim, cfg.enc_heads, cfg.mlp_ratio, ramp[i]) for i in range(cfg.enc_depth))
+        self.enc_norm = nn.LayerNorm(cfg.enc_dim)
+        # IPS + decoder
+        self.dec_embed = nn.Linear(cfg.enc_dim, cfg.dec_dim)
+        ips_channels = 3 + (K if cfg.use_prior else 0)
+        self.ips_embed = nn.Linear(p * p * ips_channels, cfg.dec_dim)
+        self.removed_token = nn.Parameter(torch.zeros(1, 1, cfg.dec_dim))  # "this patch was removed"
+        self.register_buffer("dec_pos", sincos_pos_embed_2d(cfg.dec_dim, cfg.grid)[None], persistent=False)
+        self.decoder = nn.ModuleList(Block(cfg.dec_dim, cfg.dec_heads, cfg.mlp_ratio, ramp[cfg.enc_depth + i])
+                                     for i in range(cfg.dec_depth))
+        self.dec_norm = nn.LayerNorm(cfg.dec_dim)
+        self.head = nn.Linear(cfg.dec_dim, p * p * K)
+        # our additions (DESIGN §6): propagation prior and image-guided refinement
+        self.prior_scale = nn.Parameter(torch.tensor(float(cfg.prior_scale_init))) if cfg.use_prior else None
+        self.refine = RefineHead(K, cfg.refine_dim) if cfg.refine_dim else None
+        self.register_buffer("image_mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1), persistent=False)
+        self._init_weights()
+
+    def _init_weights(self):
+        nn.init.normal_(self.cls_token, std=0.02)
+        nn.init.normal_(self.removed_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if self.cfg.use_prior:
+            # With the prior on, the transformer learns a correction: start it at zero so an untrained
+            # model already equals nearest-label fill.
+            nn.init.zeros_(self.head.weight)
+
+    # -- the pieces ------------------------------------------------------------------------------
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] -> normalised."""
+        return (image - self.image_mean) / self.image_std
+
+    def forward_encoder(self, fused: torch.Tensor, removed: torch.Tensor):
+        """fused (B, K+3, S, S), removed (B, L) -> visible tokens (B, 1+V, E), their ids (B, V), key mask (B, 1+V)."""
+        B = fused.shape[0]
+        x = self.patch_embed(patchify(fused, self.cfg.patch_size)) + self.enc_pos  # (B, L, E)
+        # visible patches first, in patch order; V = most visible patches of any sample in the batch
+        order = torch.argsort(removed.to(torch.int8), dim=1, stable=True)  # (B, L)
+        n_visible = (~removed).sum(1)  # (B,)
+        V = int(n_visible.max())
+        ids = order[:, :V]  # (B, V)
+        x = torch.gather(x, 1, ids.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # (B, V, E)
+        real = torch.arange(V, device=x.device)[None] < n_visible[:, None]  # (B, V): padding is False
+        x = torch.cat([self.cls_token.expand(B, -1, -1), x], 1)  # (B, 1+V, E)
+        key_mask = torch.cat([real.new_ones(B, 1), real], 1)  # (B, 1+V)
+        for blk in self.encoder:
+            x = blk(x, key_mask)
+        return self.enc_norm(x), ids, real
+
+    def forward_decoder(self, latent, ids, real, removed, ips_source) -> torch.Tensor:
+        """latent (B, 1+V, E) -> logits per patch (B, L, p*p*K). IPS fills the removed positions."""
+        B, L = removed.shape
+        x = self.dec_embed(latent)  # (B, 1+V, D)
+        cls, vis = x[:, :1], x[:, 1:]
+        # IPS: the removed positions get the embedded image (and prior) patch plus the removed token
+        full = self.ips_embed(patchify(ips_source, self.cfg.patch_size)) + self.removed_token  # (B, L, D)
+        # scatter visible tokens back to their positions (padding tokens are sent to a dummy slot L)
+        dest = torch.where(real, ids, torch.full_like(ids, L))  # (B, V)
+        full = torch.cat([full, full.new_zeros(B, 1, full.shape[-1])], 1)  # (B, L+1, D)
+        full = full.scatter(1, dest.unsqueeze(-1).expand(-1, -1, vis.shape[-1]), vis)[:, :L]  # (B, L, D)
+        x = torch.cat([cls, full + self.dec_pos], 1)  # (B, 1+L, D)
+        for blk in self.decoder:
+            x = blk(x)
+        return self.head(self.dec_norm(x)[:, 1:])  # (B, L, p*p*K)
+
+    def forward(self, image: torch.Tensor, label: torch.Tensor, removed: torch.Tensor,
+                known: torch.Tensor | None = None) -> torch.Tensor:
+        """image (B, 3, S, S) in [0, 1]; label (B, S, S) long, -1 = unknown; removed (B, L) bool.
+
+        Returns class logits (B, K, S, S) for every pixel.
+        """
+        cfg = self.cfg
+        K, p = cfg.num_classes, cfg.patch_size
+        removed_px = expand_mask(removed, cfg.grid, p)  # (B, S, S)
+        # every labelled pixel outside the removed patches, and inside them where the caller says so
+        known = (label >= 0) & ~removed_px if known is None else known & (label >= 0)
+        image = self.normalize(image)
+        # the encoder sees only the labels of visible patches
+        fused = stack_fuse(torch.where(removed_px, torch.full_like(label, -1), label), image, K)  # (B, K+3, S, S)
+        latent, ids, real = self.forward_encoder(fused, removed)
+        if cfg.use_prior:
+            prior = one_hot(nearest_fill(torch.where(known, label, -1), known), K)  # (B, K, S, S)
+            ips_source = torch.cat([image, prior], 1)  # (B, 3+K, S, S)
+        else:
+            prior, ips_source = None, image
+        logits = unpatchify(self.forward_decoder(latent, ids, real, removed, ips_source), p, K)  # (B, K, S, S)
+        if prior is not None:
+            logits = logits + self.prior_scale * prior
+        if self.refine is not None:
+            zeros = torch.zeros_like(image[:, :1, :, :]).expand(-1, K, -1, -1) if prior is None else prior
+            logits = logits + self.refine(image, zeros, known.unsqueeze(1).float(), logits)
+        return logits
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

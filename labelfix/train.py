@@ -1,0 +1,347 @@
+"""Training a bank: one base L-MAE on mixed mask ratios, then a short fine-tune per ratio.
+
+The base model learns every kind of damage labelfix repairs (DESIGN §2, §6): the paper's three mask
+strategies (1:2:2), explicit missing blocks, and blind damage (blocks or objects set to background,
+then background-first removal). Adam (beta1 0.9, weight decay 1e-4) with ReduceLROnPlateau
+(patience 5, threshold 1e-3, factor 0.8), as in the paper. Runs on one device, or on several
+processes under `torchrun` (DistributedDataParallel; gloo on CPU, nccl on CUDA).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+from .bank import ratio_key, save_weights, write_manifest
+from .classes import ClassSet
+from .config import LMAEConfig, preset
+from .damage import blind_unknown, drop_classes, random_blocks
+from .data import TrainSamples, open_dataset
+from .errors import UsageError
+from .loss import class_weights, weighted_cross_entropy
+from .masking import (background_first_mask, background_pixels, expand_mask, mixed_mask, patch_mean,
+                      patches_touching)
+from .metrics import confusion, mean_iou
+from .model import LMAE, count_parameters
+from .propagate import nearest_fill
+
+DAMAGE_KINDS = ("paper", "missing-blocks", "blind-blocks", "blind-objects")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    data: Path
+    out: Path
+    ratios: tuple[float, ...] = (0.3, 0.5, 0.7)
+    preset: str = "small"
+    epochs: int = 30                 # base model epochs, mask ratios mixed
+    finetune_epochs: int = 3         # per ratio, starting from the base model
+    batch_size: int = 16
+    input_size: int | None = None    # default: the preset's
+    patch_size: int | None = None
+    lr: float = 5e-4
+    finetune_lr: float = 2e-4
+    weight_decay: float = 1e-4
+    damage_mix: tuple[float, ...] = (0.4, 0.3, 0.15, 0.15)  # DAMAGE_KINDS shares
+    loss_on: str = "removed"         # "removed": unknown pixels only; "all": every labelled pixel
+    train_split: str = "train"
+    val_split: str = "val"
+    val_every: int = 5               # epochs between validations
+    val_images: int = 96             # val images used during training (0 = all)
+    device: str = "auto"
+    seed: int = 0
+    workers: int = 0
+    resume: bool = False
+    max_minutes: float | None = None  # stop cleanly (state saved, resumable) after this long
+    limit_images: int | None = None   # use only the first N training images (tests, smoke runs)
+
+
+@dataclass
+class TrainResult:
+    bank: Path
+    stages_done: list[str]
+    seconds: float
+    finished: bool
+    final_val: dict = field(default_factory=dict)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def make_training_batch(label: torch.Tensor, ratio: float, cfg: LMAEConfig, classes: ClassSet,
+                        mix, gen: torch.Generator):
+    """Damage a batch of true labels: (B, S, S) -> (label_in, removed (B, L), target), each sample one kind.
+
+    label_in has -1 at unknown pixels; target holds the true label at the pixels to learn, -1 elsewhere.
+    """
+    B, S, _ = label.shape
+    p, bg = cfg.patch_size, classes.background_index
+    kind = torch.multinomial(torch.tensor(mix, dtype=torch.float), B, replacement=True, generator=gen)
+    kind = kind.view(B, 1, 1).to(label.device)
+    # paper: whole patches removed with the 1:2:2 strategy mix
+    removed_paper, _ = mixed_mask(patch_mean(background_pixels(label, bg), p), ratio, gen)
+    # explicit missing blocks (unaligned with patches)
+    coverage = 0.1 + 0.4 * torch.rand(1, generator=gen).item()
+    blocks = random_blocks(B, S, S, coverage, gen, device=label.device)
+    # blind: blocks or whole classes set to background, then background-first removal
+    dropped = drop_classes(label, bg, 0.5, gen)
+    hidden = ((kind == 2) & blocks) | ((kind == 3) & dropped)
+    damaged = torch.where(hidden, torch.full_like(label, bg if bg is not None else -1), label)
+    removed_blind = background_first_mask(patch_mean(background_pixels(damaged, bg), p), ratio, gen)
+    unknown_blind = blind_unknown(damaged, expand_mask(removed_blind, cfg.grid, p), bg)
+
+    k = kind.view(B, 1)
+    removed = torch.where(k == 0, removed_paper, torch.where(k == 1, patches_touching(blocks, p), removed_blind))
+    unknown = torch.where(kind == 0, expand_mask(removed_paper, cfg.grid, p),
+                          torch.where(kind == 1, blocks, unknown_blind))
+    label_in = torch.where(unknown, torch.full_like(label, -1), damaged)
+    target = torch.where(unknown, label, torch.full_like(label, -1))
+    return label_in, removed, target
+
+
+def class_shares(samples: TrainSamples, num_classes: int) -> torch.Tensor:
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    for _, lab in samples.data:
+        t = torch.from_numpy(lab)
+        counts += torch.bincount(t[t >= 0], minlength=num_classes).double()
+    return (counts / counts.sum().clamp(min=1)).float()
+
+
+@torch.no_grad()
+def validate(model: LMAE, samples: TrainSamples, ratio: float, classes: ClassSet, device, batch_size: int) -> dict:
+    """Paper protocol at the model's input size: background-first removal at `ratio`; PA-mIoU over removed pixels."""
+    model.eval()
+    cfg = model.cfg
+    K = cfg.num_classes
+    conf_pa = torch.zeros(K, K, dtype=torch.long)
+    conf_all = torch.zeros(K, K, dtype=torch.long)
+    conf_nn = torch.zeros(K, K, dtype=torch.long)
+    for i in range(0, len(samples), batch_size):
+        items = [samples[j] for j in range(i, min(i + batch_size, len(samples)))]
+        image = torch.stack([a for a, _ in items]).to(device)
+        label = torch.stack([b for _, b in items]).to(device)
+        removed = background_first_mask(patch_mean(background_pixels(label, classes.background_index), cfg.patch_size), ratio)
+        removed_px = expand_mask(removed, cfg.grid, cfg.patch_size)
+        label_in = torch.where(removed_px, torch.full_like(label, -1), label)
+        with autocast(device):
+            pred = model(image, label_in, removed).argmax(1)
+        pred = torch.where(removed_px, pred, label)
+        conf_pa += confusion(pred, label, K, removed_px)
+        conf_all += confusion(pred, label, K)
+        conf_nn += confusion(nearest_fill(label_in), label, K, removed_px)
+    model.train()
+    return {"ratio": ratio, "pa_miou": mean_iou(conf_pa), "miou": mean_iou(conf_all), "nearest_pa_miou": mean_iou(conf_nn)}
+
+
+# -- resumable state (safetensors + JSON, no pickles) --------------------------------------------
+
+def _save_state(folder: Path, model, opt, sched, info: dict):
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(folder / "model.tmp"))
+    os.replace(folder / "model.tmp", folder / "model.safetensors")
+    tensors, meta = {}, {"param_groups": [], "scheduler": sched.state_dict()}
+    sd = opt.state_dict()
+    for i, st in sd["state"].items():
+        for k, v in st.items():
+            tensors[f"{i}.{k}"] = v.detach().cpu().reshape(-1) if v.ndim == 0 else v.detach().cpu().contiguous()
+    meta["param_groups"] = sd["param_groups"]
+    save_file(tensors, str(folder / "optim.tmp"))
+    os.replace(folder / "optim.tmp", folder / "optim.safetensors")
+    meta["info"] = info
+    (folder / "state.tmp").write_text(json.dumps(meta, default=float))
+    os.replace(folder / "state.tmp", folder / "state.json")
+
+
+def _load_state(folder: Path, model, opt, sched) -> dict:
+    meta = json.loads((folder / "state.json").read_text())
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    flat = load_file(str(folder / "optim.safetensors"))
+    state: dict = {}
+    for key, v in flat.items():
+        i, k = key.split(".", 1)
+        state.setdefault(int(i), {})[k] = v.reshape(()) if k == "step" else v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    sched.load_state_dict(meta["scheduler"])
+    return meta["info"]
+
+
+def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None) -> TrainResult:
+    progress = progress or (lambda e: None)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device = pick_device(s.device)
+    if distributed:
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+    else:
+        rank, world = 0, 1
+    main = rank == 0
+    if not s.ratios or any(not 0.0 < r < 1.0 for r in s.ratios):
+        raise UsageError(f"--ratios {s.ratios}: each ratio must be between 0 and 1")
+    if sum(s.damage_mix) <= 0 or len(s.damage_mix) != len(DAMAGE_KINDS):
+        raise UsageError(f"damage mix needs {len(DAMAGE_KINDS)} non-negative shares")
+    ds = open_dataset(s.data)
+    classes = ds.classes
+    cfg = preset(s.preset, classes.num_classes, input_size=s.input_size, patch_size=s.patch_size)
+    torch.manual_seed(s.seed)
+    train_pairs = ds.pairs(s.train_split)[: s.limit_images]
+    val_pairs = ds.pairs(s.val_split)
+    if s.val_images:
+        val_pairs = val_pairs[: s.val_images]
+    train_set = TrainSamples(train_pairs, classes, cfg.input_size, augment=True, seed=s.seed)
+    val_set = TrainSamples(val_pairs, classes, cfg.input_size, augment=False)
+    weights = class_weights(class_shares(train_set, cfg.num_classes)).to(device)
+
+    out = Path(s.out)
+    state_dir = out / "train-state"
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train-settings.json").write_text(json.dumps(asdict(s), default=str, indent=2))
+    stages = ["base"] + [f"finetune-{ratio_key(r)}" for r in s.ratios if s.finetune_epochs > 0]
+
+    model = LMAE(cfg).to(device)
+    info = {"stage": 0, "epoch": 0, "files": {}, "elapsed": 0.0}
+    opt = torch.optim.Adam(model.parameters(), lr=s.lr, betas=(0.9, 0.999), weight_decay=s.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=5, threshold=1e-3, factor=0.8)
+    if s.resume:
+        if not (state_dir / "state.json").exists():
+            raise UsageError(f"--resume: no saved training state in {state_dir}")
+        info = _load_state(state_dir, model, opt, sched)
+    elif main and (out / "manifest.json").exists():
+        raise UsageError(f"{out}: already holds a bank; choose another --out, or --resume an interrupted run")
+    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+
+    sampler = torch.utils.data.distributed.DistributedSampler(train_set, world, rank, shuffle=True, seed=s.seed) \
+        if distributed else None
+    loader = torch.utils.data.DataLoader(train_set, batch_size=s.batch_size, shuffle=sampler is None,
+                                         sampler=sampler, num_workers=s.workers, drop_last=len(train_set) >= s.batch_size,
+                                         generator=torch.Generator().manual_seed(s.seed))
+    gen = torch.Generator().manual_seed(s.seed * 1000 + rank)
+    metrics_file = out / "metrics.jsonl"
+    t_start = time.time() - info.get("elapsed", 0.0)
+    if main:
+        progress({"event": "start", "params": count_parameters(model), "config": cfg.to_dict(),
+                  "train_images": len(train_set), "device": str(device), "world": world, "stages": stages})
+
+    def log(row: dict):
+        if main:
+            with open(metrics_file, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            progress(row)
+
+    def out_of_time() -> bool:
+        return s.max_minutes is not None and (time.time() - t_start) > s.max_minutes * 60
+
+    finished = True
+    final_val = {}
+    while info["stage"] < len(stages):
+        stage = stages[info["stage"]]
+        base = stage == "base"
+        epochs = s.epochs if base else s.finetune_epochs
+        stage_ratios = list(s.ratios) if base else [float(stage.split("-")[1])]
+        lo, hi = min(stage_ratios) - 0.1, max(stage_ratios) + 0.1
+        while info["epoch"] < epochs:
+            epoch = info["epoch"]
+            train_set.epoch = epoch + 1000 * info["stage"]
+            if sampler is not None:
+                sampler.set_epoch(train_set.epoch)
+            model.train()
+            tot, n, t0 = 0.0, 0, time.time()
+            steps = len(loader)
+            for step, (image, label) in enumerate(loader):
+                ratio = (lo + (hi - lo) * torch.rand(1, generator=gen).item()) if base else stage_ratios[0]
+                ratio = min(max(ratio, 0.05), 0.95)
+                image, label = image.to(device), label.to(device)
+                label_in, removed, target = make_training_batch(label, ratio, cfg, classes, s.damage_mix, gen)
+                if s.loss_on == "all":
+                    target = label
+                with autocast(device):
+                    logits = ddp_model(image, label_in, removed.to(device))
+                loss = weighted_cross_entropy(logits, target, weights)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                tot += loss.item() * len(image)
+                n += len(image)
+                if main:
+                    progress({"event": "step", "stage": stage, "epoch": epoch + 1, "epochs": epochs, "step": step + 1,
+                              "steps": steps, "loss": tot / n, "images_per_s": n * world / (time.time() - t0)})
+            train_loss = tot / max(n, 1)
+            sched.step(train_loss)
+            info["epoch"] = epoch + 1
+            info["elapsed"] = time.time() - t_start
+            row = {"event": "epoch", "stage": stage, "epoch": epoch + 1, "loss": train_loss,
+                   "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0, "images_per_s": n * world / (time.time() - t0)}
+            last = info["epoch"] == epochs
+            if main and (last or (s.val_every and info["epoch"] % s.val_every == 0)):
+                vals = [validate(model, val_set, r, classes, device, s.batch_size) for r in stage_ratios]
+                row["val"] = vals
+                final_val = {ratio_key(v["ratio"]): v for v in vals}
+            log(row)
+            if main:
+                _save_state(state_dir, model, opt, sched, info)
+            if distributed:
+                dist.barrier()
+            if out_of_time() and not (last and info["stage"] == len(stages) - 1):
+                finished = False
+                break
+        if not finished:
+            break
+        # stage done: write its weights, then set up the next stage
+        if main:
+            if base:
+                save_weights(model, out / "base.safetensors")
+                if s.finetune_epochs == 0:
+                    for r in s.ratios:
+                        name = f"ratio-{ratio_key(r)}.safetensors"
+                        info["files"][ratio_key(r)] = {"file": name, "sha256": save_weights(model, out / name)}
+            else:
+                r = stage.split("-")[1]
+                name = f"ratio-{r}.safetensors"
+                info["files"][r] = {"file": name, "sha256": save_weights(model, out / name)}
+        info["stage"] += 1
+        info["epoch"] = 0
+        if info["stage"] < len(stages):
+            # every fine-tune starts from the base weights, with a fresh optimiser at the fine-tune rate
+            model.load_state_dict(load_file(str(out / "base.safetensors")))
+            opt = torch.optim.Adam(model.parameters(), lr=s.finetune_lr, betas=(0.9, 0.999), weight_decay=s.weight_decay)
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=5, threshold=1e-3, factor=0.8)
+        if main:
+            _save_state(state_dir, model, opt, sched, info)
+        if distributed:
+            dist.barrier()
+
+    if finished and main:
+        write_manifest(out, cfg, classes, info["files"], {
+            "trained_on": {"dataset": Path(s.data).name, "split": s.train_split, "images": len(train_set)},
+            "training": {"preset": s.preset, "epochs": s.epochs, "finetune_epochs": s.finetune_epochs,
+                         "batch_size": s.batch_size, "seconds": round(time.time() - t_start, 1),
+                         "world_size": world, "damage_mix": dict(zip(DAMAGE_KINDS, s.damage_mix))},
+            "val": final_val,
+        })
+    if distributed:
+        dist.barrier()
+    return TrainResult(out, stages[: info["stage"]], time.time() - t_start, finished, final_val)
