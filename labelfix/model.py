@@ -66,9 +66,9 @@ class LMAE(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if self.cfg.use_prior:
-            # With the prior on, the transformer learns a correction: start it at zero so an untrained
-            # model already equals nearest-label fill.
-            nn.init.zeros_(self.head.weight)
+            # With the prior on, the transformer learns a correction: start it near zero so an untrained
+            # model already equals nearest-label fill (not exactly zero, so every weight gets a gradient).
+            nn.init.normal_(self.head.weight, std=1e-4)
 
     # -- the pieces ------------------------------------------------------------------------------
 

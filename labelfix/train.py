@@ -13,7 +13,6 @@ import json
 import math
 import os
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -27,6 +26,7 @@ from .classes import ClassSet
 from .config import LMAEConfig, preset
 from .damage import blind_unknown, drop_classes, random_blocks
 from .data import TrainSamples, open_dataset
+from .device import autocast, pick_device
 from .errors import UsageError
 from .loss import class_weights, weighted_cross_entropy
 from .masking import (background_first_mask, background_pixels, expand_mask, mixed_mask, patch_mean,
@@ -73,18 +73,6 @@ class TrainResult:
     seconds: float
     finished: bool
     final_val: dict = field(default_factory=dict)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available; use --device cpu or auto")
-    return torch.device(name)
-
-
-def autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 def make_training_batch(label: torch.Tensor, ratio: float, cfg: LMAEConfig, classes: ClassSet,

@@ -1,0 +1,48 @@
+"""What every command shares: the one place errors become one-line messages, and the console."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from ..errors import LabelfixError, UsageError
+
+console = Console(stderr=True, highlight=False)
+
+
+def parse_floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"{what} {text!r}: expected numbers separated by commas, e.g. 0.3,0.5,0.7") from None
+
+
+def handle_errors(fn):
+    """Typed errors -> one line on stderr and exit 2 (usage) or 1; LABELFIX_DEBUG=1 shows the traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            console.print("labelfix: interrupted; re-run the same command to resume")
+            raise typer.Exit(130)
+        except Exception as e:
+            if os.environ.get("LABELFIX_DEBUG") == "1":
+                raise
+            msg = str(e) if isinstance(e, LabelfixError) else f"unexpected error: {type(e).__name__}: {e} " \
+                                                               "(LABELFIX_DEBUG=1 shows the traceback)"
+            console.print(f"labelfix: error: {msg}", markup=False)
+            raise typer.Exit(2 if isinstance(e, UsageError) else 1)
+
+    return wrapper
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..bench import METRICS, BenchSettings
+from ..bench import bench as run_bench
+from ..errors import UsageError
+from ._common import console, handle_errors, parse_floats
+
+
+@handle_errors
+def bench(
+    data: Path = typer.Option(..., "--data", help="Dataset folder (VOC or generic layout)."),
+    bank: Optional[str] = typer.Option(None, "--bank", help="Bank folder or hf://ORG/REPO [default: the bundled VOC bank]."),
+    split: str = typer.Option("val", "--split"),
+    metric: str = typer.Option("pa-miou", "--metric", help="pa-miou, miou or all."),
+    ratios: Optional[str] = typer.Option(None, "--ratios", help="Mask ratios to test [default: the bank's]."),
+    strategy: str = typer.Option("background-first", "--strategy", help="background-first, random or label-first."),
+    device: str = typer.Option("auto", "--device"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N images of the split."),
+    no_speed: bool = typer.Option(False, "--no-speed", help="Skip the throughput measurement."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write every figure to this JSON file."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of PA-mIoU against mask ratio."),
+):
+    if metric not in METRICS:
+        raise UsageError(f"--metric {metric}: choose one of {', '.join(METRICS)}")
+    s = BenchSettings(data=data, bank=bank, split=split, ratios=parse_floats(ratios, "--ratios") if ratios else None,
+                      strategy=strategy, device=device, batch_size=batch_size, limit=limit, speed=not no_speed)
+    with console.status("benchmarking...") as status:
+        def on_event(e):
+            if e["event"] == "batch":
+                status.update(f"ratio {e['ratio']:.2f}: {e['done']}/{e['total']} images")
+        result = run_bench(s, on_event)
+    table = Table(title=f"{result.data['images']} {split} images, {strategy} removal, mIoU in %")
+    table.add_column("ratio", justify="right")
+    for m in result.methods:
+        if metric in ("pa-miou", "all"):
+            table.add_column(f"{m}\nPA-mIoU", justify="right")
+        if metric in ("miou", "all"):
+            table.add_column(f"{m}\nmIoU", justify="right")
+    for r in sorted({row["ratio"] for row in result.rows}):
+        cells = [f"{r:.2f}"]
+        for m in result.methods:
+            row = next(x for x in result.rows if x["ratio"] == r and x["method"] == m)
+            if metric in ("pa-miou", "all"):
+                cells.append(f"{row['pa_miou']:.1f}")
+            if metric in ("miou", "all"):
+                cells.append(f"{row['miou']:.1f}")
+        table.add_row(*cells)
+    console.print(table)
+    if result.speed:
+        sp = result.speed
+        console.print(f"speed on {sp['device']} (batch {sp['batch_size']}): model {sp['model_images_per_s']} img/s, "
+                      f"whole repair path {sp['repair_images_per_s']} img/s")
+    for n in result.notes:
+        console.print(f"note: {n}")
+    if json_file:
+        json_file.write_text(json.dumps(asdict(result), indent=2))
+        console.print(f"figures written to {json_file}")
+    if plot:
+        from ..plot import plot_pa_miou
+        plot_pa_miou(result, plot)
+        console.print(f"plot written to {plot}")

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..errors import UsageError
+from ..repair import RepairSettings, merge_reports
+from ..repair import repair as run_repair
+from ._common import console, handle_errors
+
+
+def _shard(text: Optional[str]):
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
+    return i, n
+
+
+@handle_errors
+def repair(
+    labels: Path = typer.Argument(..., help="Folder of label PNGs (palette or index)."),
+    images: Path = typer.Option(None, "--images", help="Folder of the matching images (same file stems)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder [default: <LABELS>-repaired]."),
+    bank: Optional[str] = typer.Option(None, "--bank", help="Bank folder or hf://ORG/REPO [default: the bundled VOC bank]."),
+    missing: list[int] = typer.Option([], "--missing", help="A value that marks unlabelled pixels; fill exactly those. Repeatable."),
+    ratio: str = typer.Option("auto", "--ratio", help="Mask ratio, or auto (from each label's background fraction)."),
+    policy: str = typer.Option("fill", "--policy", help="fill: change only background/unlabelled pixels; replace: rewrite removed patches."),
+    min_confidence: float = typer.Option(0.0, "--min-confidence", help="Keep a pixel unchanged below this model probability."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Labels per model batch."),
+    preview: bool = typer.Option(False, "--preview", help="Write preview.html with before/after overlays."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Write only the report, no labels."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo files already in the output folder."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: repair a deterministic 1/N of the files."),
+    merge: bool = typer.Option(False, "--merge-reports", help="Join the shard reports in the output folder, then exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the output folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the totals and rows as JSON."),
+):
+    if merge:
+        target = out or (labels.resolve().with_name(labels.resolve().name + "-repaired"))
+        path = merge_reports(target)
+        print(path.parent if quiet else f"merged into {path}")
+        return
+    if images is None:
+        raise UsageError("--images is required: the folder of images that match the labels")
+    settings = RepairSettings(labels=labels, images=images, out=out, bank=bank, missing=tuple(missing),
+                              ratio=None if ratio == "auto" else _float(ratio, "--ratio"), policy=policy,
+                              min_confidence=min_confidence, device=device, batch_size=batch_size,
+                              preview=preview, dry_run=dry_run, overwrite=overwrite, shard=_shard(shard))
+    bar = Progress(TextColumn("repairing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
+                   TimeRemainingColumn(), console=console, disable=quiet or as_json, transient=True)
+    task = None
+
+    def on_event(e: dict):
+        nonlocal task
+        if e["event"] == "start":
+            task = bar.add_task("repair", total=e["todo"], speed="")
+            if e["skipped"] and not quiet:
+                console.print(f"{e['skipped']} files already in {e['out']}: skipped (--overwrite redoes them)")
+        elif e["event"] == "file":
+            row = e["row"]
+            if row["status"] == "failed" and not as_json:
+                console.print(f"labelfix: {labels / row['file']}: {row['error']}", markup=False)
+            elapsed = bar.tasks[task].elapsed or 0
+            done = bar.tasks[task].completed + 1
+            bar.update(task, advance=1, speed=f"{done / elapsed:.1f} img/s" if elapsed else "")
+
+    with bar:
+        result = run_repair(settings, on_event)
+    t = result.totals
+    if as_json:
+        print(json.dumps({"out": str(result.out), "totals": t, "rows": [r.__dict__ for r in result.rows]}, indent=2))
+    elif quiet:
+        print(result.out)
+    else:
+        console.print(f"{t['repaired']} repaired, {t['unchanged']} unchanged, {t['skipped']} skipped, "
+                      f"{t['failed']} failed, {t['needs_review']} need review; {t['pixels_changed']} pixels changed; "
+                      f"{t['images_per_s']} img/s")
+        console.print(f"output: {result.out}  (report.json, report.csv{', preview.html' if preview and not dry_run else ''})")
+    if result.failed:
+        raise typer.Exit(1)
+
+
+def _float(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(f"{what} {text!r}: expected a number or auto") from None

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..train import TrainSettings, train_bank
+from ._common import console, handle_errors, parse_floats
+
+
+@handle_errors
+def train(
+    data: Path = typer.Option(..., "--data", help="Dataset folder: VOC layout, or images/ + labels/ + splits/ + classes.json."),
+    ratios: str = typer.Option("0.3,0.5,0.7", "--ratios", help="Mask ratios of the bank, one model each."),
+    out: Path = typer.Option(Path("bank"), "--out", help="Bank folder to write."),
+    preset: str = typer.Option("small", "--preset", help="Model size: tiny, small, base or paper."),
+    epochs: int = typer.Option(30, "--epochs", help="Epochs of the base model (mask ratios mixed)."),
+    finetune_epochs: int = typer.Option(3, "--finetune-epochs", help="Epochs of each ratio's fine-tune (0: copy the base)."),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help="Model input side [default: the preset's]."),
+    patch_size: Optional[int] = typer.Option(None, "--patch-size", help="Patch side [default: the preset's]."),
+    lr: float = typer.Option(5e-4, "--lr", help="Adam learning rate of the base model."),
+    loss_on: str = typer.Option("removed", "--loss-on", help="removed: unknown pixels only; all: every labelled pixel."),
+    val_every: int = typer.Option(5, "--val-every", help="Epochs between validations (PA-mIoU, mIoU)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast)."),
+    seed: int = typer.Option(0, "--seed"),
+    workers: int = typer.Option(0, "--workers", help="Data loader processes."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop cleanly after this long (resumable)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the bank folder."),
+):
+    settings = TrainSettings(data=data, out=out, ratios=parse_floats(ratios, "--ratios"), preset=preset, epochs=epochs,
+                             finetune_epochs=finetune_epochs, batch_size=batch_size, input_size=input_size,
+                             patch_size=patch_size, lr=lr, loss_on=loss_on, val_every=val_every, device=device,
+                             seed=seed, workers=workers, resume=resume, max_minutes=max_minutes)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("loss {task.fields[loss]:.4f}  {task.fields[speed]:.1f} img/s"), TimeElapsedColumn(),
+                   console=console, disable=quiet, transient=True)
+    tasks: dict = {}
+
+    def on_event(e: dict):
+        if e["event"] == "start" and not quiet:
+            console.print(f"training {e['params'] / 1e6:.2f}M-parameter L-MAE on {e['train_images']} images, "
+                          f"{e['device']} x{e['world']}; stages: {', '.join(e['stages'])}")
+        elif e["event"] == "step":
+            key = (e["stage"], e["epoch"])
+            if key not in tasks:
+                tasks[key] = bar.add_task(f"{e['stage']} epoch {e['epoch']}/{e['epochs']}", total=e["steps"], loss=0.0, speed=0.0)
+            bar.update(tasks[key], completed=e["step"], loss=e["loss"], speed=e["images_per_s"])
+        elif e["event"] == "epoch" and "val" in e and not quiet:
+            for v in e["val"]:
+                console.print(f"  {e['stage']} epoch {e['epoch']}: ratio {v['ratio']:.2f}  PA-mIoU {v['pa_miou']:.1f}  "
+                              f"mIoU {v['miou']:.1f}  (nearest-label fill PA-mIoU {v['nearest_pa_miou']:.1f})")
+
+    with bar:
+        result = train_bank(settings, on_event)
+    if quiet:
+        print(result.bank)
+    elif result.finished:
+        console.print(f"bank written to {result.bank} in {result.seconds / 60:.1f} min")
+    else:
+        console.print(f"stopped after {result.seconds / 60:.1f} min; continue with the same command and --resume")

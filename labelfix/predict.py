@@ -1,0 +1,122 @@
+"""Inference shared by repair and bench: fit a label to the model grid, run the bank, map back.
+
+All removal decisions are made at the model's grid; pixel decisions at the original size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .bank import Bank
+from .masking import background_first_mask, expand_mask, patch_mean, patches_touching, strategy_mask
+from .device import autocast
+
+
+@dataclass
+class ModelInput:
+    """One label prepared for the model (tensors at the model size S) and the pixel map back."""
+    image: torch.Tensor        # (3, S, S) float in [0, 1]
+    label_in: torch.Tensor     # (S, S) long, -1 = unknown to the model
+    removed: torch.Tensor      # (L,) bool, 1 = removed patch
+    removed_full: np.ndarray   # (H, W) bool: removed patches at the original size
+    ratio: float               # the bank model that handles this label
+
+
+def resize_image(image: np.ndarray, size: int) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, S, S) float in [0, 1]."""
+    img = np.array(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    return torch.from_numpy(img).permute(2, 0, 1).float() / 255.0
+
+
+def resize_label(label: np.ndarray, size: int) -> torch.Tensor:
+    """(H, W) int (-1 allowed) -> (S, S) long, nearest."""
+    lab = Image.fromarray(label.astype(np.int32)).resize((size, size), Image.NEAREST)
+    return torch.from_numpy(np.array(lab, dtype=np.int64))
+
+
+def resize_any(mask: np.ndarray, size: int) -> torch.Tensor:
+    """(H, W) bool -> (S, S) bool, True where any source pixel under a model pixel is set (small holes survive)."""
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    return F.adaptive_max_pool2d(m, size)[0, 0] > 0 if min(mask.shape) >= size else \
+        F.interpolate(m, size=(size, size), mode="nearest")[0, 0] > 0
+
+
+def to_original_size(mask_small: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+    """(S, S) bool at the model grid -> (H, W) bool at the original size (nearest)."""
+    m = F.interpolate(mask_small[None, None].float(), size=shape, mode="nearest")[0, 0]
+    return m.numpy() > 0.5
+
+
+def background_fraction(label: np.ndarray, background_index: int | None) -> float:
+    """Share of pixels that are background or unlabelled (label < 0)."""
+    bg = label < 0
+    if background_index is not None:
+        bg |= label == background_index
+    return float(bg.mean())
+
+
+def prepare(image: np.ndarray, label: np.ndarray, bank: Bank, *, missing: np.ndarray | None = None,
+            ratio: float | None = None, strategy: str = "background-first", policy: str = "fill") -> tuple[ModelInput, np.ndarray]:
+    """Decide what to remove and what the model may see.
+
+    image (H, W, 3) uint8; label (H, W) int64 model indices (-1 = unlabelled).
+    missing (H, W) bool: explicit missing pixels; then exactly the patches holding them are removed.
+    Otherwise (blind) `ratio` of the patches are removed with `strategy` (default background-first).
+    Returns the model input and `allowed` (H, W) bool: the pixels the result may change.
+    """
+    cfg = bank.config
+    S, p, bg = cfg.input_size, cfg.patch_size, bank.classes.background_index
+    H, W = label.shape
+    label_s = resize_label(label, S)
+    if missing is not None:
+        missing_s = resize_any(missing, S)
+        removed = patches_touching(missing_s[None], p)[0]
+        used_ratio = bank.nearest_ratio(float(removed.float().mean())) if ratio is None else ratio
+    else:
+        frac = background_fraction(label, bg)
+        used_ratio = bank.nearest_ratio(frac) if ratio is None else ratio
+        bg_s = (label_s < 0) | (label_s == bg) if bg is not None else label_s < 0
+        bg_frac = patch_mean(bg_s[None], p)
+        removed = strategy_mask(strategy, bg_frac, used_ratio)[0]
+    removed_px = expand_mask(removed[None], cfg.grid, p)[0]  # (S, S)
+    removed_full = to_original_size(removed_px, (H, W))
+    if missing is not None:
+        unknown_s = missing_s if policy == "fill" else removed_px
+        allowed = missing if policy == "fill" else removed_full
+    else:
+        bg_full = (label < 0) | (label == bg) if bg is not None else label < 0
+        bg_small = (label_s < 0) | (label_s == bg) if bg is not None else label_s < 0
+        unknown_s = removed_px & bg_small if policy == "fill" else removed_px
+        allowed = removed_full & bg_full if policy == "fill" else removed_full
+    label_in = torch.where(unknown_s, torch.full_like(label_s, -1), label_s)
+    return ModelInput(resize_image(image, S), label_in, removed, removed_full, used_ratio), allowed
+
+
+@torch.no_grad()
+def run_model(bank: Bank, items: list[ModelInput], device) -> list[torch.Tensor]:
+    """Class probabilities at the model size, (K, S, S) float per item; items grouped by ratio."""
+    out: list[torch.Tensor | None] = [None] * len(items)
+    for ratio in sorted({it.ratio for it in items}):
+        idx = [i for i, it in enumerate(items) if it.ratio == ratio]
+        model = bank.model(ratio, device)
+        image = torch.stack([items[i].image for i in idx]).to(device)
+        label = torch.stack([items[i].label_in for i in idx]).to(device)
+        removed = torch.stack([items[i].removed for i in idx]).to(device)
+        with autocast(torch.device(device)):
+            logits = model(image, label, removed)
+        probs = logits.float().softmax(1).cpu()
+        for j, i in enumerate(idx):
+            out[i] = probs[j]
+    return out  # type: ignore[return-value]
+
+
+def probs_to_labels(probs: torch.Tensor, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(K, S, S) probabilities -> (H, W) class and (H, W) confidence at the original size (bilinear)."""
+    up = F.interpolate(probs[None], size=shape, mode="bilinear", align_corners=False)[0]  # (K, H, W)
+    conf, pred = up.max(0)
+    return pred.numpy().astype(np.int64), conf.numpy()

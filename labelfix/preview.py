@@ -1,0 +1,58 @@
+"""Review pictures: the image with the old and the repaired label overlaid, changed pixels highlighted,
+and one HTML page listing every image, those that need a human look first."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .bank import atomic_write_bytes
+from .classes import ClassSet
+
+THUMB = 320  # longest side of the preview pictures
+
+
+def overlay(image: np.ndarray, values: np.ndarray, classes: ClassSet, highlight: np.ndarray | None = None) -> Image.Image:
+    pal = classes.color_palette()
+    colour = pal[values.clip(0, 255)]
+    labelled = (values != classes.ignore_index)[..., None]
+    out = np.where(labelled, 0.5 * image + 0.5 * colour, image).astype(np.float32)
+    if highlight is not None and highlight.any():
+        out[highlight] = 0.35 * out[highlight] + 0.65 * np.array([255, 0, 255])
+    im = Image.fromarray(out.clip(0, 255).astype(np.uint8))
+    im.thumbnail((THUMB, THUMB))
+    return im
+
+
+def write_preview_images(folder: Path, stem: str, image, old_values, new_values, changed, classes: ClassSet):
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix, values, hl in (("before", old_values, None), ("after", new_values, changed)):
+        path = folder / f"{stem}.{suffix}.jpg"
+        tmp = path.with_name(f".{path.name}.tmp")
+        overlay(image, values, classes, hl).save(tmp, format="JPEG", quality=85)
+        tmp.replace(path)
+
+
+def write_preview_page(out: Path, rows) -> Path:
+    done = [r for r in rows if r.status in ("repaired", "unchanged")]
+    done.sort(key=lambda r: (not r.needs_review, -(r.pixels_changed or 0)))
+    parts = ["<!doctype html><meta charset='utf-8'><title>labelfix review</title>",
+             "<style>body{font-family:sans-serif;margin:1em}figure{display:inline-block;margin:4px}"
+             ".row{border-bottom:1px solid #ccc;padding:6px}.review{background:#fff3e0}</style>",
+             f"<h1>labelfix review</h1><p>{len(done)} images; "
+             f"{sum(r.needs_review for r in done)} need review (listed first). Magenta: changed pixels.</p>"]
+    for r in done:
+        stem = html.escape(Path(r.file).stem)
+        conf = "" if r.mean_confidence is None else f", mean confidence {r.mean_confidence:.2f}"
+        cls = " review" if r.needs_review else ""
+        parts.append(f"<div class='row{cls}'><b>{html.escape(r.file)}</b>: {r.pixels_changed} pixels changed{conf}"
+                     f"{', added ' + html.escape(r.classes_added) if r.classes_added else ''}"
+                     f"{' &mdash; <b>needs review</b>' if r.needs_review else ''}<br>"
+                     f"<figure><img src='preview/{stem}.before.jpg'><figcaption>before</figcaption></figure>"
+                     f"<figure><img src='preview/{stem}.after.jpg'><figcaption>after</figcaption></figure></div>")
+    page = out / "preview.html"
+    atomic_write_bytes(page, "\n".join(parts).encode())
+    return page

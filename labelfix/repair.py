@@ -1,0 +1,394 @@
+"""`labelfix repair`: complete a folder of broken labels into a new folder, safely.
+
+Decoding and resizing (a thread pool), inference (this thread, in batches) and writing (one thread)
+overlap; at most a few batches are in flight, so memory stays flat however large the folder is.
+Bad files become report rows with a reason; they never stop the batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from . import __version__
+from .bank import Bank, atomic_write_bytes, load_bank
+from .classes import ClassSet
+from .data import IMAGE_EXTS, LabelFile, find_image, read_image, read_label
+from .device import pick_device
+from .errors import InputFileError, UsageError
+from .predict import ModelInput, background_fraction, prepare, probs_to_labels, run_model
+
+POLICIES = ("fill", "replace")
+REPORT_COLUMNS = ("file", "status", "background_fraction", "ratio", "patches_removed", "pixels_changed",
+                  "classes_added", "mean_confidence", "needs_review", "seconds", "error")
+
+
+@dataclass(frozen=True)
+class RepairSettings:
+    labels: Path
+    images: Path
+    out: Path | None = None
+    bank: str | None = None
+    missing: tuple[int, ...] = ()
+    ratio: float | None = None           # None = auto: the bank ratio nearest the background fraction
+    policy: str = "fill"
+    min_confidence: float = 0.0
+    review_below: float = 0.7            # flag an image whose changed pixels' mean confidence is lower
+    device: str = "auto"
+    batch_size: int = 8
+    preview: bool = False
+    dry_run: bool = False
+    overwrite: bool = False
+    shard: tuple[int, int] | None = None  # (i, n): this process repairs the files with hash % n == i
+    workers: int = 2
+
+
+@dataclass
+class ImageRow:
+    file: str
+    status: str = "repaired"             # repaired | unchanged | skipped | failed
+    background_fraction: float | None = None
+    ratio: float | None = None
+    patches_removed: int = 0
+    pixels_changed: int = 0
+    classes_added: str = ""
+    mean_confidence: float | None = None
+    needs_review: bool = False
+    seconds: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class RepairResult:
+    out: Path
+    rows: list[ImageRow]
+    totals: dict
+    report_path: Path | None
+
+    @property
+    def failed(self) -> int:
+        return sum(r.status == "failed" for r in self.rows)
+
+
+def default_out(labels: Path) -> Path:
+    labels = Path(labels).resolve()
+    return labels.with_name(labels.name + "-repaired")
+
+
+def _inside(a: Path, b: Path) -> bool:
+    a, b = a.resolve(), b.resolve()
+    return a == b or b in a.parents
+
+
+def shard_of(name: str, n: int) -> int:
+    """Deterministic shard of a file name (the same on every machine and Python)."""
+    return int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big") % n
+
+
+def list_label_files(labels: Path) -> list[Path]:
+    return sorted(p for p in labels.iterdir() if not p.name.startswith(".") and p.is_file())
+
+
+def check_settings(s: RepairSettings) -> Path:
+    labels, images = Path(s.labels), Path(s.images)
+    if not labels.is_dir():
+        raise UsageError(f"{labels}: labels folder not found")
+    if not images.is_dir():
+        raise UsageError(f"{images}: images folder not found")
+    out = Path(s.out) if s.out else default_out(labels)
+    for src in (labels, images):
+        if _inside(out, src):
+            raise UsageError(f"{out}: the output folder may not be inside the input folder {src}; "
+                             "labelfix never writes into its inputs")
+    if s.policy not in POLICIES:
+        raise UsageError(f"--policy {s.policy}: choose fill or replace")
+    if not 0.0 <= s.min_confidence <= 1.0:
+        raise UsageError(f"--min-confidence {s.min_confidence}: must be between 0 and 1")
+    if s.ratio is not None and not 0.0 < s.ratio < 1.0:
+        raise UsageError(f"--ratio {s.ratio}: must be between 0 and 1, or auto")
+    if s.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if s.shard is not None and not (s.shard[1] >= 1 and 0 <= s.shard[0] < s.shard[1]):
+        raise UsageError(f"--shard {s.shard[0]}/{s.shard[1]}: expected I/N with 0 <= I < N")
+    return out
+
+
+def check_classes(labels: Path, bank: Bank) -> None:
+    """A classes.json beside (or just above) the labels must agree with the bank's class list."""
+    for f in (labels / "classes.json", labels.parent / "classes.json"):
+        if f.exists():
+            user = ClassSet.from_json(f)
+            if tuple(user.names) != tuple(bank.classes.names):
+                raise UsageError(f"{f}: its {user.num_classes} classes do not match the bank's "
+                                 f"{bank.classes.num_classes} ({', '.join(bank.classes.names[:4])}, ...); "
+                                 "use a bank trained on this class list (--bank)")
+            return
+
+
+@dataclass
+class _Prepared:
+    row: ImageRow
+    path: Path
+    label: LabelFile | None = None
+    index: np.ndarray | None = None      # (H, W) model indices, -1 unlabelled
+    image: np.ndarray | None = None
+    model_input: ModelInput | None = None
+    allowed: np.ndarray | None = None
+    t0: float = 0.0
+
+
+def _prepare_one(path: Path, s: RepairSettings, bank: Bank) -> _Prepared:
+    t0 = time.perf_counter()
+    item = _Prepared(ImageRow(path.name), path, t0=t0)
+    try:
+        if path.suffix.lower() != ".png":
+            raise InputFileError(path, "is not a PNG label map (labels must be .png)")
+        lab = read_label(path)
+        classes = bank.classes
+        missing = np.isin(lab.values, list(s.missing)) if s.missing else None
+        bad = [v for v in classes.bad_values(lab.values) if v not in s.missing]
+        if bad:
+            raise InputFileError(path, f"has values {bad[:8]} outside the bank's {classes.num_classes} classes "
+                                       f"(0..{classes.num_classes - 1}) and ignore value {classes.ignore_index}")
+        img_path = find_image(Path(s.images), path.stem)
+        if img_path is None:
+            raise InputFileError(path, f"no image named {path.stem}{{{','.join(IMAGE_EXTS)}}} in {s.images}")
+        image = read_image(img_path)
+        if image.shape[:2] != lab.values.shape:
+            raise InputFileError(img_path, f"is {image.shape[1]}x{image.shape[0]} but its label {path.name} is "
+                                           f"{lab.values.shape[1]}x{lab.values.shape[0]}")
+        index = classes.to_index(lab.values)
+        if missing is not None:
+            index[missing] = -1
+        item.row.background_fraction = round(background_fraction(index, classes.background_index), 4)
+        mi, allowed = prepare(image, index, bank, missing=missing, ratio=s.ratio, policy=s.policy)
+        item.label, item.index, item.image, item.model_input, item.allowed = lab, index, image, mi, allowed
+        item.row.ratio = mi.ratio
+        item.row.patches_removed = int(mi.removed.sum())
+    except InputFileError as e:
+        item.row.status, item.row.error = "failed", e.reason
+    except Exception as e:  # an unexpected decoder failure is still one file's problem
+        item.row.status, item.row.error = "failed", f"{type(e).__name__}: {e}"
+    return item
+
+
+def encode_label(values: np.ndarray, like: LabelFile) -> bytes:
+    """PNG bytes in the input's mode and palette."""
+    im = Image.fromarray(values.astype(like.values.dtype))
+    if like.mode == "P":
+        im = im.convert("P") if im.mode != "P" else im
+        im.putpalette(like.palette)
+    elif im.mode != like.mode and like.mode in ("L", "I;16"):
+        im = im.convert(like.mode)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _finish_one(item: _Prepared, probs, s: RepairSettings, bank: Bank, out: Path) -> ImageRow:
+    """Merge the prediction under the policy, write the label (and preview), fill the row."""
+    row = item.row
+    shape = item.index.shape
+    pred, conf = probs_to_labels(probs, shape)
+    confident = conf >= s.min_confidence
+    change = item.allowed & confident & (pred != item.index)
+    new_values = item.label.values.copy()
+    new_values[change] = pred[change]
+    row.pixels_changed = int(change.sum())
+    before = set(np.unique(item.index[item.index >= 0]).tolist())
+    after = set(np.unique(pred[change]).tolist()) if row.pixels_changed else set()
+    row.classes_added = ";".join(bank.classes.names[c] for c in sorted(after - before))
+    row.mean_confidence = round(float(conf[change].mean()), 4) if row.pixels_changed else None
+    held_back = int((item.allowed & ~confident).sum())
+    row.needs_review = bool((row.mean_confidence is not None and row.mean_confidence < s.review_below)
+                            or held_back > 0.2 * max(int(item.allowed.sum()), 1))
+    row.status = "repaired" if row.pixels_changed else "unchanged"
+    if not s.dry_run:
+        atomic_write_bytes(out / item.path.name, encode_label(new_values, item.label))
+        if s.preview:
+            from .preview import write_preview_images
+            write_preview_images(out / "preview", item.path.stem, item.image, item.label.values, new_values,
+                                 change, bank.classes)
+    row.seconds = round(time.perf_counter() - item.t0, 4)
+    return row
+
+
+def repair(s: RepairSettings, progress: Callable[[dict], None] | None = None) -> RepairResult:
+    progress = progress or (lambda e: None)
+    out = check_settings(s)
+    labels = Path(s.labels)
+    files = list_label_files(labels)
+    if not files:
+        raise UsageError(f"{labels}: no label files in the folder")
+    if s.shard is not None:
+        files = [f for f in files if shard_of(f.name, s.shard[1]) == s.shard[0]]
+    bank = load_bank(s.bank)
+    check_classes(labels, bank)
+    device = pick_device(s.device)
+    out.mkdir(parents=True, exist_ok=True)
+
+    rows: list[ImageRow] = []
+    todo: list[Path] = []
+    previous = _previous_rows(out)
+    for f in files:
+        if not s.overwrite and not s.dry_run and (out / f.name).exists():
+            old = previous.get(f.name)
+            row = ImageRow(**old) if old else ImageRow(f.name)
+            row.status = "skipped"
+            rows.append(row)
+        else:
+            todo.append(f)
+    progress({"event": "start", "files": len(files), "todo": len(todo), "skipped": len(files) - len(todo),
+              "out": str(out), "device": str(device)})
+    t_start = time.perf_counter()
+
+    window = max(2, 3 * s.batch_size)  # files being decoded ahead of inference
+    with ThreadPoolExecutor(max(1, s.workers)) as readers, ThreadPoolExecutor(1) as writer:
+        pending: deque[Future] = deque()
+        writes: deque[Future] = deque()
+        it = iter(todo)
+
+        def refill():
+            while len(pending) < window:
+                f = next(it, None)
+                if f is None:
+                    return
+                pending.append(readers.submit(_prepare_one, f, s, bank))
+
+        def collect_writes(block: bool):
+            while writes and (block or writes[0].done()):
+                rows_done = writes.popleft().result()
+                for r in rows_done:
+                    rows.append(r)
+                    progress({"event": "file", "row": asdict(r)})
+
+        refill()
+        while pending:
+            batch: list[_Prepared] = []
+            while pending and len(batch) < s.batch_size:
+                item = pending.popleft().result()
+                if item.row.status == "failed":
+                    item.row.seconds = round(time.perf_counter() - item.t0, 4)
+                    rows.append(item.row)
+                    progress({"event": "file", "row": asdict(item.row)})
+                else:
+                    batch.append(item)
+                refill()
+            if batch:
+                probs = run_model(bank, [b.model_input for b in batch], device)
+                writes.append(writer.submit(_finish_batch, batch, probs, s, bank, out))
+            collect_writes(block=len(writes) > 2)
+        collect_writes(block=True)
+
+    order = {f.name: i for i, f in enumerate(files)}
+    rows.sort(key=lambda r: order.get(r.file, len(order)))
+    seconds = time.perf_counter() - t_start
+    totals = _totals(rows, seconds)
+    report_path = write_report(out, s, bank, rows, totals)
+    if s.preview and not s.dry_run:
+        from .preview import write_preview_page
+        write_preview_page(out, rows)
+    progress({"event": "done", "totals": totals})
+    return RepairResult(out, rows, totals, report_path)
+
+
+def _finish_batch(batch, probs, s, bank, out) -> list[ImageRow]:
+    done = []
+    for item, p in zip(batch, probs):
+        try:
+            done.append(_finish_one(item, p, s, bank, out))
+        except OSError as e:
+            item.row.status, item.row.error = "failed", f"cannot write output ({e})"
+            done.append(item.row)
+    return done
+
+
+def _totals(rows: list[ImageRow], seconds: float) -> dict:
+    worked = [r for r in rows if r.status in ("repaired", "unchanged")]
+    return {
+        "files": len(rows),
+        "repaired": sum(r.status == "repaired" for r in rows),
+        "unchanged": sum(r.status == "unchanged" for r in rows),
+        "skipped": sum(r.status == "skipped" for r in rows),
+        "failed": sum(r.status == "failed" for r in rows),
+        "needs_review": sum(bool(r.needs_review) for r in rows),
+        "pixels_changed": sum(r.pixels_changed for r in rows),
+        "seconds": round(seconds, 3),
+        "images_per_s": round(len(worked) / seconds, 3) if seconds > 0 and worked else 0.0,
+    }
+
+
+def _report_name(s: RepairSettings) -> str:
+    return "report" if s.shard is None else f"report.shard-{s.shard[0]}-of-{s.shard[1]}"
+
+
+def _previous_rows(out: Path) -> dict[str, dict]:
+    rows = {}
+    for f in sorted(out.glob("report*.json")):
+        try:
+            for r in json.loads(f.read_text()).get("rows", []):
+                rows[r["file"]] = {k: r.get(k) for k in (fl.name for fl in fields(ImageRow)) if k in r}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return rows
+
+
+def write_report(out: Path, s: RepairSettings, bank: Bank, rows: list[ImageRow], totals: dict) -> Path:
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()}
+    report = {
+        "labelfix_version": __version__,
+        "settings": settings,
+        "bank": {"path": str(bank.path), "manifest_sha256": bank.manifest_sha256, "ratios": bank.ratios},
+        "totals": totals,
+        "rows": [asdict(r) for r in rows],
+    }
+    name = _report_name(s)
+    atomic_write_bytes(out / f"{name}.json", (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write_bytes(out / f"{name}.csv", _csv_bytes(rows))
+    return out / f"{name}.json"
+
+
+def _csv_bytes(rows) -> bytes:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=REPORT_COLUMNS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in (asdict(r) if not isinstance(r, dict) else r).items()
+                    if k in REPORT_COLUMNS})
+    return buf.getvalue().encode()
+
+
+def merge_reports(out: Path) -> Path:
+    """Join the shard reports of one output folder into report.json and report.csv."""
+    out = Path(out)
+    parts = sorted(out.glob("report.shard-*-of-*.json"))
+    if not parts:
+        raise UsageError(f"{out}: no shard reports (report.shard-I-of-N.json) to merge")
+    rows, first = [], None
+    for p in parts:
+        d = json.loads(p.read_text())
+        first = first or d
+        rows += d["rows"]
+    rows.sort(key=lambda r: r["file"])
+    objs = [ImageRow(**{k: r.get(k) for k in (f.name for f in fields(ImageRow))}) for r in rows]
+    seconds = max(json.loads(p.read_text())["totals"]["seconds"] for p in parts)
+    report = dict(first)
+    report["settings"] = dict(first["settings"], shard=None)
+    report["shards"] = [p.name for p in parts]
+    report["totals"] = _totals(objs, seconds)
+    report["rows"] = rows
+    atomic_write_bytes(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write_bytes(out / "report.csv", _csv_bytes(objs))
+    return out / "report.json"
