@@ -99,7 +99,7 @@ class Bank:
 
     def nearest_ratio(self, fraction: float) -> float:
         """The ratio whose value is nearest to a label's background fraction (ties: the smaller)."""
-        return min(self.ratios, key=lambda r: (abs(r - fraction), r))
+        return min(self.ratios, key=lambda r: (round(abs(r - fraction), 6), r))
 
     def model(self, ratio: float, device="cpu") -> LMAE:
         key = (ratio, str(device))

@@ -146,11 +146,13 @@ def _save_state(folder: Path, model, opt, sched, info: dict):
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(folder / "model.tmp"))
     os.replace(folder / "model.tmp", folder / "model.safetensors")
-    tensors, meta = {}, {"param_groups": [], "scheduler": sched.state_dict()}
+    tensors, meta = {}, {"param_groups": [], "scheduler": sched.state_dict(), "shapes": {}}
     sd = opt.state_dict()
     for i, st in sd["state"].items():
         for k, v in st.items():
-            tensors[f"{i}.{k}"] = v.detach().cpu().reshape(-1) if v.ndim == 0 else v.detach().cpu().contiguous()
+            # safetensors keeps 0-dim tensors poorly: store flat, remember the shape
+            tensors[f"{i}.{k}"] = v.detach().cpu().reshape(-1).contiguous()
+            meta["shapes"][f"{i}.{k}"] = list(v.shape)
     meta["param_groups"] = sd["param_groups"]
     save_file(tensors, str(folder / "optim.tmp"))
     os.replace(folder / "optim.tmp", folder / "optim.safetensors")
@@ -166,7 +168,7 @@ def _load_state(folder: Path, model, opt, sched) -> dict:
     state: dict = {}
     for key, v in flat.items():
         i, k = key.split(".", 1)
-        state.setdefault(int(i), {})[k] = v.reshape(()) if k == "step" else v
+        state.setdefault(int(i), {})[k] = v.reshape(meta["shapes"][key])
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     sched.load_state_dict(meta["scheduler"])
     return meta["info"]
@@ -310,6 +312,8 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
                 r = stage.split("-")[1]
                 name = f"ratio-{r}.safetensors"
                 info["files"][r] = {"file": name, "sha256": save_weights(model, out / name)}
+        if distributed:
+            dist.barrier()  # the other ranks read base.safetensors next
         info["stage"] += 1
         info["epoch"] = 0
         if info["stage"] < len(stages):

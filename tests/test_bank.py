@@ -1,0 +1,83 @@
+import json
+import shutil
+
+import pytest
+
+from labelfix.bank import load_bank, sha256
+from labelfix.errors import BankError
+
+
+def copy_bank(bank, tmp_path):
+    dst = tmp_path / "b"
+    shutil.copytree(bank, dst, ignore=shutil.ignore_patterns("train-state", "base.safetensors"))
+    return dst
+
+
+def test_round_trip(bank):
+    b = load_bank(bank)
+    assert b.ratios == [0.3, 0.5, 0.7]
+    assert b.classes.names[1] == "red" and b.config.num_classes == 5
+    m = b.model(0.5)
+    assert not m.training
+    assert b.nearest_ratio(0.62) == 0.7 and b.nearest_ratio(0.1) == 0.3 and b.nearest_ratio(0.4) == 0.3
+
+
+def test_manifest_lists_hashes(bank):
+    man = json.loads((bank / "manifest.json").read_text())
+    assert man["format_version"] == 1 and man["input_size"] == 64 and man["patch_size"] == 8
+    for key, entry in man["ratios"].items():
+        assert sha256(bank / entry["file"]) == entry["sha256"]
+
+
+def test_damaged_file_is_named(bank, tmp_path):
+    b = copy_bank(bank, tmp_path)
+    f = b / "ratio-0.50.safetensors"
+    f.write_bytes(f.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(BankError, match="ratio-0.50.safetensors: sha256 does not match"):
+        load_bank(b)
+
+
+def test_missing_file_and_manifest(bank, tmp_path):
+    b = copy_bank(bank, tmp_path)
+    (b / "ratio-0.30.safetensors").unlink()
+    with pytest.raises(BankError, match="missing"):
+        load_bank(b)
+    with pytest.raises(BankError, match="not a labelfix bank"):
+        load_bank(tmp_path)
+
+
+def test_version_mismatch(bank, tmp_path):
+    b = copy_bank(bank, tmp_path)
+    man = json.loads((b / "manifest.json").read_text())
+    man["format_version"] = 99
+    (b / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(BankError, match="format version 99"):
+        load_bank(b)
+
+
+def test_shape_mismatch_is_explained(bank, tmp_path):
+    b = copy_bank(bank, tmp_path)
+    man = json.loads((b / "manifest.json").read_text())
+    man["model_config"]["enc_dim"] = 64
+    man["model_config"]["dec_dim"] = 64
+    (b / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(BankError, match="shape"):
+        load_bank(b).model(0.5)
+
+
+def test_hf_bank_from_local_cache_offline(bank, tmp_path, monkeypatch):
+    """hf://ORG/REPO resolves through huggingface_hub's cache; no network is needed or used."""
+    cache = tmp_path / "hub"
+    snap = cache / "models--someorg--voc-bank" / "snapshots" / ("a" * 40)
+    shutil.copytree(bank, snap, ignore=shutil.ignore_patterns("train-state", "base.safetensors"))
+    (cache / "models--someorg--voc-bank" / "refs").mkdir()
+    (cache / "models--someorg--voc-bank" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    import huggingface_hub.constants as c
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True, raising=False)
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache), raising=False)
+    b = load_bank("hf://someorg/voc-bank")
+    assert b.ratios == [0.3, 0.5, 0.7]
+    with pytest.raises(BankError, match="cannot fetch"):
+        load_bank("hf://someorg/not-there")

@@ -1,0 +1,74 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from labelfix.bank import load_bank
+from labelfix.classes import ClassSet
+from labelfix.config import preset
+from labelfix.errors import UsageError
+from labelfix.train import TrainSettings, make_training_batch, train_bank
+
+
+def test_bank_trains_on_generic_layout_with_5_classes(bank):
+    b = load_bank(bank)
+    assert b.config.num_classes == 5
+    rows = [json.loads(line) for line in (bank / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in rows] == ["base", "base", "finetune-0.30", "finetune-0.50", "finetune-0.70"]
+    assert all("val" in r for r in rows[1:])  # the last epoch of every stage is validated
+    assert all(r["loss"] == r["loss"] for r in rows)  # finite
+
+
+def test_two_steps_then_resume(dataset, tmp_path):
+    s = TrainSettings(data=dataset, out=tmp_path / "b", preset="tiny", epochs=2, finetune_epochs=0, batch_size=6,
+                      val_every=0, limit_images=12, device="cpu", max_minutes=0.0)
+    first = train_bank(s)  # stops after its first epoch (2 steps of 6 images)
+    assert not first.finished and not (tmp_path / "b" / "manifest.json").exists()
+    second = train_bank(TrainSettings(**{**s.__dict__, "resume": True, "max_minutes": None}))
+    assert second.finished
+    rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert load_bank(tmp_path / "b").ratios == [0.3, 0.5, 0.7]
+    with pytest.raises(UsageError, match="already holds a bank"):
+        train_bank(TrainSettings(**{**s.__dict__, "max_minutes": None}))
+
+
+def test_training_batch_kinds_hide_and_target_the_same_pixels():
+    cfg = preset("tiny", 3)
+    classes = ClassSet(("bg", "a", "b"), 255, 0)
+    g = torch.Generator().manual_seed(0)
+    label = torch.zeros(8, 64, 64, dtype=torch.long)
+    label[:, 10:40, 10:40] = 1
+    label[:, 45:60, 5:30] = 2
+    for mix in ((1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1)):
+        label_in, removed, target = make_training_batch(label, 0.5, cfg, classes, mix, g)
+        hidden = label_in < 0
+        assert torch.equal(hidden, target >= 0)  # exactly the hidden pixels are learned
+        assert torch.equal(target[hidden], label[hidden])
+        assert hidden.any() and removed.any()
+
+
+def test_two_process_gloo_run(dataset, tmp_path):
+    """The torchrun / DistributedDataParallel path, on 2 CPU processes with gloo."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "from pathlib import Path\nfrom labelfix.train import TrainSettings, train_bank\n"
+        f"train_bank(TrainSettings(data=Path({str(dataset)!r}), out=Path({str(tmp_path / 'ddp')!r}), preset='tiny',"
+        " epochs=1, finetune_epochs=1, ratios=(0.5,), batch_size=3, val_every=0, device='cpu'))\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                        "29533", str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    b = load_bank(tmp_path / "ddp")
+    assert b.manifest["training"]["world_size"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2  # one base epoch and one fine-tune epoch, logged once (rank 0)
+
+
+def test_bad_ratios_are_a_usage_error(dataset, tmp_path):
+    with pytest.raises(UsageError, match="between 0 and 1"):
+        train_bank(TrainSettings(data=dataset, out=tmp_path / "x", preset="tiny", ratios=(1.5,)))
