@@ -165,10 +165,13 @@ def _load_state(folder: Path, model, opt, sched) -> dict:
     meta = json.loads((folder / "state.json").read_text())
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
     flat = load_file(str(folder / "optim.safetensors"))
+    params = list(model.parameters())
+    shapes = meta.get("shapes", {})
     state: dict = {}
     for key, v in flat.items():
         i, k = key.split(".", 1)
-        state.setdefault(int(i), {})[k] = v.reshape(meta["shapes"][key])
+        shape = shapes.get(key, [] if k == "step" else list(params[int(i)].shape))
+        state.setdefault(int(i), {})[k] = v.reshape(shape)
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     sched.load_state_dict(meta["scheduler"])
     return meta["info"]

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from ..errors import LabelfixError, UsageError
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)  # one message, one line
 
 
 def parse_floats(text: str, what: str) -> tuple[float, ...]:

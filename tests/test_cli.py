@@ -1,0 +1,58 @@
+import json
+import shutil
+
+from typer.testing import CliRunner
+
+from labelfix.cli import app
+
+runner = CliRunner()
+
+
+def make_job(dataset, tmp_path):
+    labels, images = tmp_path / "labels", tmp_path / "images"
+    labels.mkdir()
+    images.mkdir()
+    for stem in (dataset / "splits" / "val.txt").read_text().split()[:3]:
+        shutil.copy(dataset / "labels" / f"{stem}.png", labels)
+        shutil.copy(dataset / "images" / f"{stem}.jpg", images)
+    return labels, images
+
+
+def test_repair_exit_codes(dataset, bank, tmp_path):
+    labels, images = make_job(dataset, tmp_path)
+    r = runner.invoke(app, ["repair", str(labels), "--images", str(images), "--bank", str(bank), "--quiet", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert r.output.strip().endswith("labels-repaired")
+    (labels / "junk.png").write_bytes(b"nope")
+    r = runner.invoke(app, ["repair", str(labels), "--images", str(images), "--bank", str(bank), "--overwrite"])
+    assert r.exit_code == 1
+    assert "junk.png: is not a readable PNG" in r.output
+    assert "Traceback" not in r.output
+    r = runner.invoke(app, ["repair", str(labels), "--images", str(tmp_path / "nope"), "--bank", str(bank)])
+    assert r.exit_code == 2 and "images folder not found" in r.output
+    r = runner.invoke(app, ["repair", str(labels), "--images", str(images), "--bank", str(tmp_path)])
+    assert r.exit_code == 1 and "not a labelfix bank" in r.output
+
+
+def test_repair_json_output(dataset, bank, tmp_path):
+    labels, images = make_job(dataset, tmp_path)
+    r = runner.invoke(app, ["repair", str(labels), "--images", str(images), "--bank", str(bank), "--json", "--missing", "255"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["totals"]["files"] == 3 and len(d["rows"]) == 3
+
+
+def test_bench_cli_writes_json_and_plot(dataset, bank, tmp_path):
+    r = runner.invoke(app, ["bench", "--data", str(dataset), "--bank", str(bank), "--metric", "all", "--ratios", "0.5",
+                            "--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png"), "--no-speed"])
+    assert r.exit_code == 0, r.output
+    assert "PA-mIoU" in r.output
+    assert json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_cli_usage_error(tmp_path):
+    r = runner.invoke(app, ["train", "--data", str(tmp_path / "none")])
+    assert r.exit_code == 1 and "dataset folder not found" in r.output
+    r = runner.invoke(app, ["train", "--data", str(tmp_path), "--ratios", "a,b"])
+    assert r.exit_code == 2 and "--ratios" in r.output

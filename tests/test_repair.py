@@ -1,0 +1,188 @@
+import csv
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from labelfix.classes import voc_palette
+from labelfix.errors import UsageError
+from labelfix.repair import RepairSettings, merge_reports, repair
+
+
+def tree_digest(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def job(dataset, tmp_path):
+    """A labels/images pair of folders with holes punched into the labels (255 blocks and 0 blocks)."""
+    labels, images = tmp_path / "labels", tmp_path / "images"
+    labels.mkdir()
+    images.mkdir()
+    ids = (dataset / "splits" / "val.txt").read_text().split()
+    for i, stem in enumerate(ids):
+        lab = np.array(Image.open(dataset / "labels" / f"{stem}.png"))
+        lab[5:20, 5:25] = 255 if i % 2 == 0 else 0
+        Image.fromarray(lab, mode="L").save(labels / f"{stem}.png")
+        shutil.copy(dataset / "images" / f"{stem}.jpg", images / f"{stem}.jpg")
+    return labels, images
+
+
+def run(labels, images, bank, **kw):
+    return repair(RepairSettings(labels=labels, images=images, bank=str(bank), device="cpu", batch_size=4, **kw))
+
+
+def test_repairs_into_a_new_folder_and_leaves_inputs_alone(job, bank):
+    labels, images = job
+    before = tree_digest(labels.parent)
+    res = run(labels, images, bank, preview=True)
+    out = labels.parent / "labels-repaired"
+    assert res.out.resolve() == out.resolve() and res.failed == 0
+    after = {k: v for k, v in tree_digest(labels.parent).items() if not k.startswith("labels-repaired/")}
+    assert after == before  # inputs byte-for-byte unchanged
+    names = sorted(p.name for p in labels.iterdir())
+    assert sorted(p.name for p in out.glob("*.png")) == names
+    assert (out / "report.json").exists() and (out / "report.csv").exists() and (out / "preview.html").exists()
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary files
+    for n in names:
+        a, b = Image.open(labels / n), Image.open(out / n)
+        assert a.size == b.size and a.mode == b.mode
+
+
+def test_fill_policy_changes_only_background_or_unlabelled_in_removed_patches(job, bank):
+    labels, images = job
+    res = run(labels, images, bank)
+    for row in res.rows:
+        old = np.array(Image.open(labels / row.file))
+        new = np.array(Image.open(res.out / row.file))
+        changed = old != new
+        assert np.isin(old[changed], [0, 255]).all()
+        assert row.pixels_changed == int(changed.sum())
+
+
+def test_missing_fills_exactly_the_missing_pixels(job, bank):
+    labels, images = job
+    res = run(labels, images, bank, missing=(255,))
+    for row in res.rows:
+        old = np.array(Image.open(labels / row.file))
+        new = np.array(Image.open(res.out / row.file))
+        assert (new[old != 255] == old[old != 255]).all()  # nothing else changes
+        assert (new[old == 255] != 255).all()  # every missing pixel is filled
+        assert new.max() < 5
+
+
+def test_replace_policy_stays_inside_removed_patches(job, bank):
+    labels, images = job
+    res = run(labels, images, bank, policy="replace", ratio=0.3)
+    for row in res.rows:
+        assert row.patches_removed == round(0.3 * 64)
+
+
+def test_min_confidence_one_changes_nothing(job, bank):
+    labels, images = job
+    res = run(labels, images, bank, missing=(255,), min_confidence=1.0)
+    assert all(r.pixels_changed == 0 for r in res.rows)
+
+
+def test_palette_png_keeps_mode_and_palette(dataset, bank, tmp_path):
+    labels, images = tmp_path / "l", tmp_path / "i"
+    labels.mkdir()
+    images.mkdir()
+    stem = (dataset / "splits" / "val.txt").read_text().split()[0]
+    lab = np.array(Image.open(dataset / "labels" / f"{stem}.png"))
+    im = Image.fromarray(lab, mode="P")
+    im.putpalette(voc_palette())
+    im.save(labels / f"{stem}.png")
+    shutil.copy(dataset / "images" / f"{stem}.jpg", images)
+    res = run(labels, images, bank, missing=(255,))
+    out = Image.open(res.out / f"{stem}.png")
+    assert out.mode == "P" and out.getpalette() == im.getpalette()
+
+
+def test_bad_inputs_each_get_a_row_and_the_rest_is_repaired(job, bank, tmp_path):
+    labels, images = job
+    good = sorted(labels.iterdir())[0]
+    (labels / "notes.txt").write_text("not a label")
+    (labels / "truncated.png").write_bytes(good.read_bytes()[:60])
+    Image.new("RGB", (40, 40), (255, 0, 0)).save(labels / "colour.png")
+    lab = np.array(Image.open(good))
+    Image.fromarray(lab, mode="L").save(labels / "no_image.png")
+    Image.fromarray(np.full((40, 40), 9, np.uint8), mode="L").save(labels / "bad_values.png")
+    shutil.copy(images / f"{good.stem}.jpg", images / "bad_values.jpg")
+    Image.fromarray(lab[:, :-3], mode="L").save(labels / "wrong_size.png")
+    shutil.copy(images / f"{good.stem}.jpg", images / "wrong_size.jpg")
+    Image.fromarray(lab, mode="L").save(labels / "unreadable.png")
+    shutil.copy(images / f"{good.stem}.jpg", images / "unreadable.jpg")
+    (labels / "unreadable.png").chmod(0)
+    res = run(labels, images, bank)
+    rows = {r.file: r for r in res.rows}
+    reasons = {
+        "notes.txt": "not a PNG", "truncated.png": "not a readable PNG", "colour.png": "colour",
+        "no_image.png": "no image named", "bad_values.png": "values [9]", "wrong_size.png": "but its label",
+    }
+    for name, reason in reasons.items():
+        assert rows[name].status == "failed" and reason in rows[name].error, (name, rows[name].error)
+    import os
+    if os.geteuid() != 0:  # root can read a mode-000 file
+        assert rows["unreadable.png"].status == "failed"
+    assert sum(r.status == "repaired" or r.status == "unchanged" for r in res.rows) >= 6
+    report = json.loads((res.out / "report.json").read_text())
+    assert report["totals"]["failed"] == res.failed >= 6
+    with open(res.out / "report.csv") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert {r["file"] for r in csv_rows} == set(rows)
+    assert set(csv_rows[0]) >= {"file", "background_fraction", "ratio", "patches_removed", "pixels_changed",
+                                "classes_added", "mean_confidence", "needs_review", "seconds", "error"}
+
+
+def test_resume_skips_finished_files_unless_overwrite(job, bank):
+    labels, images = job
+    first = run(labels, images, bank)
+    victim = first.out / sorted(p.name for p in labels.iterdir())[0]
+    stamp = victim.stat().st_mtime_ns
+    victim2 = first.out / sorted(p.name for p in labels.iterdir())[1]
+    victim2.unlink()  # as if interrupted before this file
+    second = run(labels, images, bank)
+    statuses = {r.file: r.status for r in second.rows}
+    assert statuses[victim.name] == "skipped" and statuses[victim2.name] != "skipped"
+    assert victim.stat().st_mtime_ns == stamp and victim2.exists()
+    third = run(labels, images, bank, overwrite=True)
+    assert all(r.status != "skipped" for r in third.rows)
+
+
+def test_dry_run_writes_only_the_report(job, bank):
+    labels, images = job
+    res = run(labels, images, bank, dry_run=True)
+    assert not list(res.out.glob("*.png")) and (res.out / "report.json").exists()
+    assert any(r.pixels_changed for r in res.rows)
+
+
+def test_shards_cover_every_file_once_and_merge(job, bank):
+    labels, images = job
+    seen = []
+    for i in range(3):
+        res = run(labels, images, bank, shard=(i, 3))
+        seen += [r.file for r in res.rows]
+    assert sorted(seen) == sorted(p.name for p in labels.iterdir())
+    merged = json.loads(merge_reports(labels.parent / "labels-repaired").read_text())
+    assert sorted(r["file"] for r in merged["rows"]) == sorted(seen)
+    assert merged["totals"]["files"] == len(seen)
+
+
+def test_usage_errors(job, bank, tmp_path):
+    labels, images = job
+    with pytest.raises(UsageError, match="inside the input folder"):
+        run(labels, images, bank, out=labels / "sub")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UsageError, match="no label files"):
+        run(empty, images, bank)
+    with pytest.raises(UsageError, match="labels folder not found"):
+        run(tmp_path / "nope", images, bank)
+    with pytest.raises(UsageError, match="--policy"):
+        run(labels, images, bank, policy="paint")
