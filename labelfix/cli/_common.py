@@ -11,7 +11,8 @@ from rich.console import Console
 
 from ..errors import LabelfixError, UsageError
 
-console = Console(stderr=True, highlight=False, soft_wrap=True)  # one message, one line
+console = Console(stderr=True, highlight=False, soft_wrap=True)  # messages: one line each
+results = Console(highlight=False)  # tables and other results, on stdout
 
 
 def parse_floats(text: str, what: str) -> tuple[float, ...]:

@@ -11,7 +11,7 @@ from rich.table import Table
 from ..bench import METRICS, BenchSettings
 from ..bench import bench as run_bench
 from ..errors import UsageError
-from ._common import console, handle_errors, parse_floats
+from ._common import console, handle_errors, parse_floats, results
 
 
 @handle_errors
@@ -54,7 +54,7 @@ def bench(
             if metric in ("miou", "all"):
                 cells.append(f"{row['miou']:.1f}")
         table.add_row(*cells)
-    console.print(table)
+    results.print(table)
     if result.speed:
         sp = result.speed
         console.print(f"speed on {sp['device']} (batch {sp['batch_size']}): model {sp['model_images_per_s']} img/s, "
