@@ -25,7 +25,7 @@ from .device import pick_device
 from .errors import UsageError
 from .masking import STRATEGIES
 from .metrics import confusion, iou_per_class, mean_iou, pixel_accuracy
-from .predict import prepare, probs_to_labels, run_model
+from .predict import finish_labels, prepare, run_model
 
 METRICS = ("pa-miou", "miou", "all")
 
@@ -92,7 +92,7 @@ def bench(s: BenchSettings, progress: Callable[[dict], None] | None = None) -> B
             probs = run_model(bank, [mi for mi, _ in prepared], device)
             for (img, lab), (mi, _), p in zip(chunk, prepared, probs):
                 unknown = mi.removed_full
-                pred, _ = probs_to_labels(p, lab.shape)
+                pred, _ = finish_labels(p, lab, unknown)
                 fills = {"labelfix": np.where(unknown, pred, lab),
                          "nearest-label": nearest_label(lab, unknown),
                          "leave-as-background": leave_as_background(lab, unknown, classes.background_index)}

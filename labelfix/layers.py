@@ -74,18 +74,19 @@ class RefineHead(nn.Module):
     and adds a residual to the logits. Its last layer starts near zero, so it starts as a no-op.
     """
 
-    def __init__(self, num_classes: int, dim: int):
+    def __init__(self, num_classes: int, dim: int, guide_channels: int = 2):
         super().__init__()
         k = num_classes
-        self.down = nn.Conv2d(3 + k + 1 + k, dim, 4, stride=2, padding=1)
+        self.down = nn.Conv2d(3 + k + guide_channels + k, dim, 4, stride=2, padding=1)
         self.context = nn.ModuleList(nn.Conv2d(dim, dim, 3, padding=d, dilation=d) for d in (1, 2, 4, 8, 16))
         self.out = nn.Conv2d(dim, k, 1)
         nn.init.normal_(self.out.weight, std=1e-4)  # near no-op at start, yet every layer gets a gradient
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, image, prior, known, logits) -> torch.Tensor:
-        """image (B,3,S,S), prior (B,K,S,S), known (B,1,S,S), logits (B,K,S,S) -> residual (B,K,S,S)."""
-        x = F.relu(self.down(torch.cat([image, prior, known, logits], 1)))  # (B, C, S/2, S/2)
+    def forward(self, image, prior, guide, logits) -> torch.Tensor:
+        """image (B,3,S,S), prior (B,K,S,S), guide (B,G,S,S): known mask and distance to the nearest known
+        pixel, logits (B,K,S,S) -> residual (B,K,S,S)."""
+        x = F.relu(self.down(torch.cat([image, prior, guide, logits], 1)))  # (B, C, S/2, S/2)
         for conv in self.context:
             x = x + F.relu(conv(x))
         return F.interpolate(self.out(x), size=image.shape[-2:], mode="bilinear", align_corners=False)

@@ -5,8 +5,7 @@
 
 Conventions: label tensors are long with -1 where no label is known; `removed` is (B, L) bool with
 1 = removed (the patch's label is hidden from the encoder and will be reconstructed); `known` is
-(B, S, S) bool, the pixels whose label the model may trust (by default label >= 0 outside removed
-patches). Known pixels inside removed patches (explicit `--missing` repair) still feed the prior.
+(B, S, S) bool, the pixels whose label the model may trust (by default every pixel with label >= 0). Known pixels inside removed patches (explicit `--missing` repair) still feed the prior.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ class LMAE(nn.Module):
         self.enc_norm = nn.LayerNorm(cfg.enc_dim)
         # IPS + decoder
         self.dec_embed = nn.Linear(cfg.enc_dim, cfg.dec_dim)
-        ips_channels = 3 + (K if cfg.use_prior else 0)
+        ips_channels = 3 + (K + 1 if cfg.use_prior else 0)  # image, and the prior with its distance
         self.ips_embed = nn.Linear(p * p * ips_channels, cfg.dec_dim)
         self.removed_token = nn.Parameter(torch.zeros(1, 1, cfg.dec_dim))  # "this patch was removed"
         self.register_buffer("dec_pos", sincos_pos_embed_2d(cfg.dec_dim, cfg.grid)[None], persistent=False)
@@ -51,6 +50,9 @@ class LMAE(nn.Module):
         # our additions (DESIGN §6): propagation prior and image-guided refinement
         self.prior_scale = nn.Parameter(torch.tensor(float(cfg.prior_scale_init))) if cfg.use_prior else None
         self.refine = RefineHead(K, cfg.refine_dim) if cfg.refine_dim else None
+        # -log(class weight of the training loss), added to the logits at inference: the weighted loss
+        # (paper eq. 10-12) learns p(c|x) scaled by w_c; this turns it back into the posterior.
+        self.register_buffer("logit_bias", torch.zeros(K))
         self.register_buffer("image_mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1), persistent=False)
         self._init_weights()
@@ -118,15 +120,19 @@ class LMAE(nn.Module):
         cfg = self.cfg
         K, p = cfg.num_classes, cfg.patch_size
         removed_px = expand_mask(removed, cfg.grid, p)  # (B, S, S)
-        # every labelled pixel outside the removed patches, and inside them where the caller says so
-        known = (label >= 0) & ~removed_px if known is None else known & (label >= 0)
+        # every labelled pixel is trusted, inside removed patches too (explicit --missing repair knows
+        # the labels around the holes); callers hide what they do not trust by setting it to -1
+        known = label >= 0 if known is None else known & (label >= 0)
         image = self.normalize(image)
         # the encoder sees only the labels of visible patches
         fused = stack_fuse(torch.where(removed_px, torch.full_like(label, -1), label), image, K)  # (B, K+3, S, S)
         latent, ids, real = self.forward_encoder(fused, removed)
+        # distance to the nearest known pixel, in patch sides (how far the prior had to reach)
+        nearest, dist = nearest_fill(torch.where(known, label, -1), known, with_distance=True)
+        dist = (dist / p).clamp(max=cfg.grid).unsqueeze(1)  # (B, 1, S, S)
         if cfg.use_prior:
-            prior = one_hot(nearest_fill(torch.where(known, label, -1), known), K)  # (B, K, S, S)
-            ips_source = torch.cat([image, prior], 1)  # (B, 3+K, S, S)
+            prior = one_hot(nearest, K)  # (B, K, S, S)
+            ips_source = torch.cat([image, prior, dist], 1)  # (B, 3+K+1, S, S)
         else:
             prior, ips_source = None, image
         logits = unpatchify(self.forward_decoder(latent, ids, real, removed, ips_source), p, K)  # (B, K, S, S)
@@ -134,7 +140,10 @@ class LMAE(nn.Module):
             logits = logits + self.prior_scale * prior
         if self.refine is not None:
             zeros = torch.zeros_like(image[:, :1, :, :]).expand(-1, K, -1, -1) if prior is None else prior
-            logits = logits + self.refine(image, zeros, known.unsqueeze(1).float(), logits)
+            guide = torch.cat([known.unsqueeze(1).float(), dist], 1)  # (B, 2, S, S)
+            logits = logits + self.refine(image, zeros, guide, logits)
+        if not self.training:
+            logits = logits + self.logit_bias.view(1, -1, 1, 1)
         return logits
 
 

@@ -15,6 +15,8 @@ from PIL import Image
 from .bank import Bank
 from .masking import background_first_mask, expand_mask, patch_mean, patches_touching, strategy_mask
 from .device import autocast
+from .fuse import one_hot
+from .propagate import nearest_fill
 
 
 @dataclass
@@ -98,9 +100,13 @@ def prepare(image: np.ndarray, label: np.ndarray, bank: Bank, *, missing: np.nda
 
 
 @torch.no_grad()
-def run_model(bank: Bank, items: list[ModelInput], device) -> list[torch.Tensor]:
-    """Class probabilities at the model size, (K, S, S) float per item; items grouped by ratio."""
-    out: list[torch.Tensor | None] = [None] * len(items)
+def run_model(bank: Bank, items: list[ModelInput], device) -> list[tuple[torch.Tensor, float]]:
+    """The model's correction to the prior, per item: ((K, S, S) logits, prior weight); grouped by ratio.
+
+    The nearest-label prior term is taken out here and added back at the original size by
+    `finish_labels`, so labels keep full-resolution detail where the model does not disagree.
+    """
+    out: list = [None] * len(items)
     for ratio in sorted({it.ratio for it in items}):
         idx = [i for i, it in enumerate(items) if it.ratio == ratio]
         model = bank.model(ratio, device)
@@ -108,15 +114,29 @@ def run_model(bank: Bank, items: list[ModelInput], device) -> list[torch.Tensor]
         label = torch.stack([items[i].label_in for i in idx]).to(device)
         removed = torch.stack([items[i].removed for i in idx]).to(device)
         with autocast(torch.device(device)):
-            logits = model(image, label, removed)
-        probs = logits.float().softmax(1).cpu()
+            logits = model(image, label, removed).float()
+        scale = 0.0
+        if model.prior_scale is not None:
+            scale = float(model.prior_scale)
+            logits = logits - scale * one_hot(nearest_fill(label), model.cfg.num_classes)
+        logits = logits.cpu()
         for j, i in enumerate(idx):
-            out[i] = probs[j]
-    return out  # type: ignore[return-value]
+            out[i] = (logits[j], scale)
+    return out
 
 
-def probs_to_labels(probs: torch.Tensor, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(K, S, S) probabilities -> (H, W) class and (H, W) confidence at the original size (bilinear)."""
-    up = F.interpolate(probs[None], size=shape, mode="bilinear", align_corners=False)[0]  # (K, H, W)
-    conf, pred = up.max(0)
+def finish_labels(correction: tuple[torch.Tensor, float], label: np.ndarray, unknown: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class and confidence per pixel at the original size: (H, W) long and (H, W) float.
+
+    label (H, W) model indices; unknown (H, W) bool: the pixels being filled (hidden from the prior).
+    logits = upsampled model correction + prior weight * one-hot(full-resolution nearest known label).
+    """
+    logits_small, scale = correction
+    H, W = label.shape
+    logits = F.interpolate(logits_small[None], size=(H, W), mode="bilinear", align_corners=False)[0]  # (K, H, W)
+    if scale:
+        known = torch.from_numpy(np.where(unknown, -1, label))[None]
+        prior = one_hot(nearest_fill(known), logits.shape[0])[0]  # (K, H, W)
+        logits = logits + scale * prior
+    conf, pred = logits.softmax(0).max(0)
     return pred.numpy().astype(np.int64), conf.numpy()

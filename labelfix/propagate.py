@@ -42,10 +42,12 @@ def nearest_seed(known: torch.Tensor) -> torch.Tensor:
     return seed
 
 
-def nearest_fill(label: torch.Tensor, known: torch.Tensor | None = None, fallback: int = 0) -> torch.Tensor:
+def nearest_fill(label: torch.Tensor, known: torch.Tensor | None = None, fallback: int = 0,
+                 with_distance: bool = False):
     """Every pixel gets the label of its nearest known pixel: (B, H, W) long -> (B, H, W) long.
 
     known defaults to label >= 0. Images with nothing known get `fallback` everywhere.
+    with_distance: also return the distance to that pixel, (B, H, W) float (H + W where nothing is known).
     """
     if known is None:
         known = label >= 0
@@ -54,4 +56,10 @@ def nearest_fill(label: torch.Tensor, known: torch.Tensor | None = None, fallbac
     none = seed[..., 0] < 0
     flat = (seed[..., 0].clamp(min=0) * W + seed[..., 1].clamp(min=0)).view(B, -1)
     out = torch.gather(label.reshape(B, -1), 1, flat).view(B, H, W)
-    return torch.where(none, torch.full_like(out, fallback), out)
+    out = torch.where(none, torch.full_like(out, fallback), out)
+    if not with_distance:
+        return out
+    ys = torch.arange(H, device=label.device).view(1, H, 1)
+    xs = torch.arange(W, device=label.device).view(1, 1, W)
+    dist = ((seed[..., 0] - ys) ** 2 + (seed[..., 1] - xs) ** 2).float().sqrt()
+    return out, torch.where(none, torch.full_like(dist, float(H + W)), dist)

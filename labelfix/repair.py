@@ -28,7 +28,7 @@ from .classes import ClassSet
 from .data import IMAGE_EXTS, LabelFile, find_image, read_image, read_label
 from .device import pick_device
 from .errors import InputFileError, UsageError
-from .predict import ModelInput, background_fraction, prepare, probs_to_labels, run_model
+from .predict import ModelInput, background_fraction, finish_labels, prepare, run_model
 
 POLICIES = ("fill", "replace")
 REPORT_COLUMNS = ("file", "status", "background_fraction", "ratio", "patches_removed", "pixels_changed",
@@ -200,8 +200,7 @@ def encode_label(values: np.ndarray, like: LabelFile) -> bytes:
 def _finish_one(item: _Prepared, probs, s: RepairSettings, bank: Bank, out: Path) -> ImageRow:
     """Merge the prediction under the policy, write the label (and preview), fill the row."""
     row = item.row
-    shape = item.index.shape
-    pred, conf = probs_to_labels(probs, shape)
+    pred, conf = finish_labels(probs, item.index, item.allowed)
     confident = conf >= s.min_confidence
     change = item.allowed & confident & (pred != item.index)
     new_values = item.label.values.copy()

@@ -98,7 +98,9 @@ def make_training_batch(label: torch.Tensor, ratio: float, cfg: LMAEConfig, clas
     unknown_blind = blind_unknown(damaged, expand_mask(removed_blind, cfg.grid, p), bg)
 
     k = kind.view(B, 1)
-    removed = torch.where(k == 0, removed_paper, torch.where(k == 1, patches_touching(blocks, p), removed_blind))
+    # repair with --missing removes every patch holding a missing pixel, void included: so does training
+    removed_missing = patches_touching(blocks | (label < 0), p)
+    removed = torch.where(k == 0, removed_paper, torch.where(k == 1, removed_missing, removed_blind))
     unknown = torch.where(kind == 0, expand_mask(removed_paper, cfg.grid, p),
                           torch.where(kind == 1, blocks, unknown_blind))
     label_in = torch.where(unknown, torch.full_like(label, -1), damaged)
@@ -215,6 +217,7 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
     stages = ["base"] + [f"finetune-{ratio_key(r)}" for r in s.ratios if s.finetune_epochs > 0]
 
     model = LMAE(cfg).to(device)
+    model.logit_bias.copy_(-torch.log(weights))
     info = {"stage": 0, "epoch": 0, "files": {}, "elapsed": 0.0}
     opt = torch.optim.Adam(model.parameters(), lr=s.lr, betas=(0.9, 0.999), weight_decay=s.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=5, threshold=1e-3, factor=0.8)
