@@ -129,14 +129,22 @@ def finish_labels(correction: tuple[torch.Tensor, float], label: np.ndarray, unk
     """Class and confidence per pixel at the original size: (H, W) long and (H, W) float.
 
     label (H, W) model indices; unknown (H, W) bool: the pixels being filled (hidden from the prior).
-    logits = upsampled model correction + prior weight * one-hot(full-resolution nearest known label).
+    At unknown pixels, logits = upsampled model correction + prior weight * one-hot(full-resolution
+    nearest known label); elsewhere the label is returned as it is, with confidence 1.
     """
     logits_small, scale = correction
     H, W = label.shape
-    logits = F.interpolate(logits_small[None], size=(H, W), mode="bilinear", align_corners=False)[0]  # (K, H, W)
+    pred = label.copy()
+    conf = np.ones((H, W), np.float32)
+    if not unknown.any():
+        return pred, conf
+    up = F.interpolate(logits_small[None], size=(H, W), mode="bilinear", align_corners=False)[0]  # (K, H, W)
+    where = torch.from_numpy(unknown)
+    logits = up[:, where]  # (K, N): only the pixels being filled need a decision
     if scale:
-        known = torch.from_numpy(np.where(unknown, -1, label))[None]
-        prior = one_hot(nearest_fill(known), logits.shape[0])[0]  # (K, H, W)
-        logits = logits + scale * prior
-    conf, pred = logits.softmax(0).max(0)
-    return pred.numpy().astype(np.int64), conf.numpy()
+        nearest = nearest_fill(torch.from_numpy(np.where(unknown, -1, label))[None])[0]  # (H, W)
+        logits[nearest[where], torch.arange(logits.shape[1])] += scale
+    c, p = logits.softmax(0).max(0)
+    pred[unknown] = p.numpy()
+    conf[unknown] = c.numpy()
+    return pred, conf

@@ -1,0 +1,101 @@
+"""Throughput of the whole `labelfix repair` command against a dense-CRF completion, side by side.
+
+Val images of a VOC-layout dataset are brought to full VOC size (longer side 500 px, like the original
+~500 x 375 images), ~30% of each label is erased to 255 in random blocks, and both methods complete
+the same files: labelfix as a user runs it (a subprocess of the command, start-up included), the CRF
+as a loop that reads, completes (nearest-label start, 5 mean-field iterations) and writes each file.
+
+    python benchmarks/throughput.py --data path/to/voc2012 [--n 64] [--bank checkpoints/voc] [--batch-size 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from labelfix.baselines import crf_available, dense_crf
+from labelfix.data import open_dataset
+
+sys.path.insert(0, str(Path(__file__).parent))
+from repair_quality import blocks  # noqa: E402
+
+
+def make_full_size(pairs, folder: Path, side: int, seed: int):
+    rng = np.random.default_rng(seed)
+    (folder / "labels").mkdir(parents=True)
+    (folder / "images").mkdir()
+    for img_path, lab_path in pairs:
+        im, lab = Image.open(img_path).convert("RGB"), Image.open(lab_path)
+        scale = side / max(im.size)
+        size = (round(im.size[0] * scale), round(im.size[1] * scale))
+        im.resize(size, Image.BICUBIC).save(folder / "images" / img_path.name, quality=90)
+        big = lab.resize(size, Image.NEAREST)
+        values = np.array(big)
+        values[blocks(values.shape, rng)] = 255
+        out = Image.fromarray(values, mode="P")
+        out.putpalette(lab.getpalette())
+        out.save(folder / "labels" / lab_path.name)
+
+
+def crf_complete(folder: Path, out: Path, num_classes: int) -> float:
+    out.mkdir()
+    t0 = time.perf_counter()
+    for lab_path in sorted((folder / "labels").glob("*.png")):
+        lab_im = Image.open(lab_path)
+        values = np.array(lab_im)
+        image = np.array(Image.open(folder / "images" / f"{lab_path.stem}.jpg").convert("RGB"))
+        unknown = values == 255
+        filled = dense_crf(image, np.where(unknown, -1, values).astype(np.int64), unknown, num_classes)
+        res = Image.fromarray(filled.astype(np.uint8), mode="P")
+        res.putpalette(lab_im.getpalette())
+        res.save(out / lab_path.name)
+    return time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--side", type=int, default=500)
+    ap.add_argument("--bank", default=None)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    ds = open_dataset(a.data)
+    result = {"images": a.n, "side": a.side}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        make_full_size(ds.pairs("val")[: a.n], tmp / "in", a.side, a.seed)
+        cmd = ["labelfix", "repair", str(tmp / "in" / "labels"), "--images", str(tmp / "in" / "images"), "--missing",
+               "255", "--out", str(tmp / "lf"), "--quiet", "--batch-size", str(a.batch_size), "--device", a.device]
+        if a.bank:
+            cmd += ["--bank", a.bank]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        lf = time.perf_counter() - t0
+        result["labelfix_images_per_s"] = round(a.n / lf, 2)
+        print(f"labelfix repair (whole command): {a.n} images in {lf:.1f} s = {a.n / lf:.2f} img/s", flush=True)
+        if crf_available():
+            crf = crf_complete(tmp / "in", tmp / "crf", ds.classes.num_classes)
+            result["dense_crf_images_per_s"] = round(a.n / crf, 2)
+            result["speedup"] = round(crf / lf, 1)
+            print(f"dense CRF completion:            {a.n} images in {crf:.1f} s = {a.n / crf:.2f} img/s", flush=True)
+            print(f"labelfix is {crf / lf:.1f}x the dense CRF's throughput")
+        else:
+            print("dense CRF skipped: pip install 'labelfix[crf]' (pydensecrf2)")
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
