@@ -81,3 +81,28 @@ class ClassSet:
         """Values that are neither a class nor the ignore value."""
         u = np.unique(values)
         return [int(v) for v in u if not (0 <= v < self.num_classes or v == self.ignore_index)]
+
+
+# Cityscapes: `*_labelIds.png` hold the 34 raw ids; models use the 19 trainIds (255 = ignore).
+CITYSCAPES_LABEL_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
+                             25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+
+
+def is_cityscapes_label_ids(name: str) -> bool:
+    return name.endswith("_labelIds.png")
+
+
+def cityscapes_to_train_ids(values: np.ndarray) -> np.ndarray:
+    """labelIds -> trainIds (uint8), every id without a trainId -> 255."""
+    lut = np.full(256, 255, np.uint8)
+    for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
+        lut[label_id] = train_id
+    return lut[values.astype(np.int64).clip(0, 255)]
+
+
+def train_ids_to_cityscapes(train_ids: np.ndarray) -> np.ndarray:
+    """trainIds 0..18 -> their labelIds (for the pixels repair wrote)."""
+    lut = np.zeros(256, np.int64)
+    for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
+        lut[train_id] = label_id
+    return lut[train_ids]

@@ -24,7 +24,7 @@ from PIL import Image
 
 from . import __version__
 from .bank import Bank, atomic_write_bytes, load_bank
-from .classes import ClassSet
+from .classes import ClassSet, cityscapes_to_train_ids, is_cityscapes_label_ids, train_ids_to_cityscapes
 from .data import IMAGE_EXTS, LabelFile, find_image, read_image, read_label
 from .device import pick_device
 from .errors import InputFileError, UsageError
@@ -157,8 +157,14 @@ def _prepare_one(path: Path, s: RepairSettings, bank: Bank) -> _Prepared:
             raise InputFileError(path, "is not a PNG label map (labels must be .png)")
         lab = read_label(path)
         classes = bank.classes
+        values = lab.values
+        if is_cityscapes_label_ids(path.name):
+            if classes.num_classes != 19:
+                raise InputFileError(path, f"is a Cityscapes labelIds file but the bank has {classes.num_classes} "
+                                           "classes, not Cityscapes' 19 trainIds")
+            values = cityscapes_to_train_ids(values)
         missing = np.isin(lab.values, list(s.missing)) if s.missing else None
-        bad = [v for v in classes.bad_values(lab.values) if v not in s.missing]
+        bad = [v for v in classes.bad_values(values) if v not in s.missing]
         if bad:
             raise InputFileError(path, f"has values {bad[:8]} outside the bank's {classes.num_classes} classes "
                                        f"(0..{classes.num_classes - 1}) and ignore value {classes.ignore_index}")
@@ -169,7 +175,7 @@ def _prepare_one(path: Path, s: RepairSettings, bank: Bank) -> _Prepared:
         if image.shape[:2] != lab.values.shape:
             raise InputFileError(img_path, f"is {image.shape[1]}x{image.shape[0]} but its label {path.name} is "
                                            f"{lab.values.shape[1]}x{lab.values.shape[0]}")
-        index = classes.to_index(lab.values)
+        index = classes.to_index(values)
         if missing is not None:
             index[missing] = -1
         item.row.background_fraction = round(background_fraction(index, classes.background_index), 4)
@@ -204,7 +210,8 @@ def _finish_one(item: _Prepared, probs, s: RepairSettings, bank: Bank, out: Path
     confident = conf >= s.min_confidence
     change = item.allowed & confident & (pred != item.index)
     new_values = item.label.values.copy()
-    new_values[change] = pred[change]
+    written = pred[change]
+    new_values[change] = train_ids_to_cityscapes(written) if is_cityscapes_label_ids(item.path.name) else written
     row.pixels_changed = int(change.sum())
     before = set(np.unique(item.index[item.index >= 0]).tolist())
     after = set(np.unique(pred[change]).tolist()) if row.pixels_changed else set()

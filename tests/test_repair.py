@@ -186,3 +186,11 @@ def test_usage_errors(job, bank, tmp_path):
         run(tmp_path / "nope", images, bank)
     with pytest.raises(UsageError, match="--policy"):
         run(labels, images, bank, policy="paint")
+
+
+def test_cityscapes_label_ids_map_to_train_ids_and_back():
+    from labelfix.classes import cityscapes_to_train_ids, train_ids_to_cityscapes
+    ids = np.array([[7, 8, 26, 0, 33, 9]])
+    train = cityscapes_to_train_ids(ids)
+    assert train.tolist() == [[0, 1, 13, 255, 18, 255]]
+    assert train_ids_to_cityscapes(np.array([0, 13, 18])).tolist() == [7, 26, 33]
