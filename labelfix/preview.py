@@ -15,13 +15,28 @@ from .classes import ClassSet
 THUMB = 320  # longest side of the preview pictures
 
 
-def overlay(image: np.ndarray, values: np.ndarray, classes: ClassSet, highlight: np.ndarray | None = None) -> Image.Image:
+def outline(mask: np.ndarray, width: int = 2) -> np.ndarray:
+    """The pixels of a region within `width` of its edge: (H, W) bool -> (H, W) bool."""
+    inner = mask.copy()
+    for _ in range(width):
+        shrunk = inner.copy()
+        shrunk[1:] &= inner[:-1]
+        shrunk[:-1] &= inner[1:]
+        shrunk[:, 1:] &= inner[:, :-1]
+        shrunk[:, :-1] &= inner[:, 1:]
+        inner = shrunk
+    return mask & ~inner
+
+
+def overlay(image: np.ndarray, values: np.ndarray, classes: ClassSet, changed: np.ndarray | None = None) -> Image.Image:
+    """Label colours over the image; unlabelled pixels light grey; the changed region outlined in magenta."""
     pal = classes.color_palette()
-    colour = pal[values.clip(0, 255)]
-    labelled = (values != classes.ignore_index)[..., None]
-    out = np.where(labelled, 0.5 * image + 0.5 * colour, image).astype(np.float32)
-    if highlight is not None and highlight.any():
-        out[highlight] = 0.35 * out[highlight] + 0.65 * np.array([255, 0, 255])
+    colour = pal[values.clip(0, 255)].astype(np.float32)
+    unlabelled = (values == classes.ignore_index)[..., None]
+    colour = np.where(unlabelled, np.array([235, 235, 235], np.float32), colour)
+    out = 0.45 * image + 0.55 * colour
+    if changed is not None and changed.any():
+        out[outline(changed)] = (255, 0, 255)
     im = Image.fromarray(out.clip(0, 255).astype(np.uint8))
     im.thumbnail((THUMB, THUMB))
     return im
@@ -43,7 +58,7 @@ def write_preview_page(out: Path, rows) -> Path:
              "<style>body{font-family:sans-serif;margin:1em}figure{display:inline-block;margin:4px}"
              ".row{border-bottom:1px solid #ccc;padding:6px}.review{background:#fff3e0}</style>",
              f"<h1>labelfix review</h1><p>{len(done)} images; "
-             f"{sum(r.needs_review for r in done)} need review (listed first). Magenta: changed pixels.</p>"]
+             f"{sum(r.needs_review for r in done)} need review (listed first). Grey: unlabelled; magenta outline: the pixels labelfix changed.</p>"]
     for r in done:
         stem = html.escape(Path(r.file).stem)
         conf = "" if r.mean_confidence is None else f", mean confidence {r.mean_confidence:.2f}"
