@@ -1,0 +1,67 @@
+"""Peak resident memory of `labelfix repair` as the folder grows: it must stay flat (streaming).
+
+Builds folders of N labels (symbolic links to the bundled examples, renamed) and runs the whole
+command on each in a fresh process, reading the child's peak RSS from the kernel.
+
+    python benchmarks/memory.py [--sizes 100,10000] [--bank checkpoints/voc] [--dry-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "voc"
+
+
+def build(folder: Path, n: int):
+    labels, images = folder / "labels", folder / "images"
+    labels.mkdir(parents=True)
+    images.mkdir()
+    srcs = sorted((EXAMPLES / "labels").glob("*.png"))
+    for i in range(n):
+        src = srcs[i % len(srcs)]
+        (labels / f"{i:06d}.png").symlink_to(src)
+        (images / f"{i:06d}.jpg").symlink_to(EXAMPLES / "images" / f"{src.stem}.jpg")
+    return labels, images
+
+
+def peak_rss_mb(cmd) -> tuple[float, float]:
+    """Run cmd in a child; return (its peak RSS in MB, seconds)."""
+    code = ("import resource, subprocess, sys, json, time; t=time.perf_counter(); "
+            "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+            "print(json.dumps([resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, time.perf_counter()-t]))")
+    out = subprocess.run([sys.executable, "-c", code, *cmd], check=True, capture_output=True, text=True).stdout
+    rss, secs = json.loads(out.strip().splitlines()[-1])
+    return rss, secs
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="100,10000")
+    ap.add_argument("--bank", default=None)
+    ap.add_argument("--dry-run", action="store_true", help="pass --dry-run (no label writes; same pipeline)")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (int(x) for x in a.sizes.split(",")):
+            labels, images = build(Path(tmp) / str(n), n)
+            cmd = ["labelfix", "repair", str(labels), "--images", str(images), "--missing", "255", "--quiet",
+                   "--out", str(Path(tmp) / f"out{n}")] + (["--bank", a.bank] if a.bank else []) + (["--dry-run"] if a.dry_run else [])
+            rss, secs = peak_rss_mb(cmd)
+            rows.append({"labels": n, "peak_rss_mb": round(rss, 1), "seconds": round(secs, 1), "images_per_s": round(n / secs, 2)})
+            print(f"{n:>6} labels: peak RSS {rss:.0f} MB, {secs:.1f} s ({n / secs:.1f} img/s)", flush=True)
+    print(f"ratio largest/smallest: {rows[-1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
