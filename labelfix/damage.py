@@ -39,6 +39,6 @@ def drop_classes(label: torch.Tensor, background_index: int | None, share: float
     return dropped
 
 
-def blind_unknown(damaged: torch.Tensor, removed_px: torch.Tensor, background_index: int | None) -> torch.Tensor:
+def blind_editable(damaged: torch.Tensor, removed_px: torch.Tensor, background_index: int | None) -> torch.Tensor:
     """Blind repair: inside removed patches, background and unlabelled pixels are the ones that may change."""
     return removed_px & background_pixels(damaged, background_index)

@@ -68,8 +68,8 @@ class Block(nn.Module):
 class RefineHead(nn.Module):
     """Image-guided convolutional refinement (our addition, DESIGN §6).
 
-    The transformer predicts per 16-pixel patch; object boundaries inside a removed patch are
-    pixel detail. This head looks at the image, the nearest-label prior, which pixels are known,
+    The transformer predicts per patch; object boundaries inside a removed patch are
+    pixel detail. This head looks at the image, the nearest-label prior, which pixels are editable,
     and the decoder's logits, with dilated context at half resolution (a reach of about 120 pixels),
     and adds a residual to the logits. Its last layer starts near zero, so it starts as a no-op.
     """
@@ -84,7 +84,7 @@ class RefineHead(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, image, prior, guide, logits) -> torch.Tensor:
-        """image (B,3,S,S), prior (B,K,S,S), guide (B,G,S,S): known mask and distance to the nearest known
+        """image (B,3,S,S), prior (B,K,S,S), guide (B,G,S,S): editable mask and distance to the nearest known
         pixel, logits (B,K,S,S) -> residual (B,K,S,S)."""
         x = F.relu(self.down(torch.cat([image, prior, guide, logits], 1)))  # (B, C, S/2, S/2)
         for conv in self.context:

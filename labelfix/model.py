@@ -4,8 +4,9 @@
     -> IPS at removed patches -> decoder over all patches -> per-pixel class logits
 
 Conventions: label tensors are long with -1 where no label is known; `removed` is (B, L) bool with
-1 = removed (the patch's label is hidden from the encoder and will be reconstructed); `known` is
-(B, S, S) bool, the pixels whose label the model may trust (by default every pixel with label >= 0). Known pixels inside removed patches (explicit `--missing` repair) still feed the prior.
+1 = removed (the patch's label is hidden from the encoder and will be reconstructed); `editable` is
+(B, S, S) bool, the pixels whose class the model decides. Every known pixel feeds the prior, inside
+removed patches too (explicit `--missing` repair knows the labels around the holes).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class LMAE(nn.Module):
         self.enc_norm = nn.LayerNorm(cfg.enc_dim)
         # IPS + decoder
         self.dec_embed = nn.Linear(cfg.enc_dim, cfg.dec_dim)
-        ips_channels = 3 + (K + 1 if cfg.use_prior else 0)  # image, and the prior with its distance
+        ips_channels = 3 + (K + 2 if cfg.use_prior else 0)  # image; the prior, editable mask, distance
         self.ips_embed = nn.Linear(p * p * ips_channels, cfg.dec_dim)
         self.removed_token = nn.Parameter(torch.zeros(1, 1, cfg.dec_dim))  # "this patch was removed"
         self.register_buffer("dec_pos", sincos_pos_embed_2d(cfg.dec_dim, cfg.grid)[None], persistent=False)
@@ -112,35 +113,36 @@ class LMAE(nn.Module):
         return self.head(self.dec_norm(x)[:, 1:])  # (B, L, p*p*K)
 
     def forward(self, image: torch.Tensor, label: torch.Tensor, removed: torch.Tensor,
-                known: torch.Tensor | None = None) -> torch.Tensor:
-        """image (B, 3, S, S) in [0, 1]; label (B, S, S) long, -1 = unknown; removed (B, L) bool.
+                editable: torch.Tensor | None = None) -> torch.Tensor:
+        """image (B, 3, S, S) in [0, 1]; label (B, S, S) long, -1 = unknown; removed (B, L) bool;
+        editable (B, S, S) bool: the pixels whose class is being decided (default: the unknown ones).
 
+        In blind repair the background pixels of removed patches are editable but keep their label in
+        the prior (they are suspect, not unknown); with explicit missing values they are unknown.
         Returns class logits (B, K, S, S) for every pixel.
         """
         cfg = self.cfg
         K, p = cfg.num_classes, cfg.patch_size
         removed_px = expand_mask(removed, cfg.grid, p)  # (B, S, S)
-        # every labelled pixel is trusted, inside removed patches too (explicit --missing repair knows
-        # the labels around the holes); callers hide what they do not trust by setting it to -1
-        known = label >= 0 if known is None else known & (label >= 0)
+        editable = (label < 0) if editable is None else editable | (label < 0)
         image = self.normalize(image)
         # the encoder sees only the labels of visible patches
         fused = stack_fuse(torch.where(removed_px, torch.full_like(label, -1), label), image, K)  # (B, K+3, S, S)
         latent, ids, real = self.forward_encoder(fused, removed)
-        # distance to the nearest known pixel, in patch sides (how far the prior had to reach)
-        nearest, dist = nearest_fill(torch.where(known, label, -1), known, with_distance=True)
+        # the prior: nearest known label, and the distance to it in patch sides
+        nearest, dist = nearest_fill(label, with_distance=True)
         dist = (dist / p).clamp(max=cfg.grid).unsqueeze(1)  # (B, 1, S, S)
+        guide = torch.cat([editable.unsqueeze(1).float(), dist], 1)  # (B, 2, S, S)
         if cfg.use_prior:
             prior = one_hot(nearest, K)  # (B, K, S, S)
-            ips_source = torch.cat([image, prior, dist], 1)  # (B, 3+K+1, S, S)
+            ips_source = torch.cat([image, prior, guide], 1)  # (B, 3+K+2, S, S)
         else:
             prior, ips_source = None, image
         logits = unpatchify(self.forward_decoder(latent, ids, real, removed, ips_source), p, K)  # (B, K, S, S)
         if prior is not None:
             logits = logits + self.prior_scale * prior
         if self.refine is not None:
-            zeros = torch.zeros_like(image[:, :1, :, :]).expand(-1, K, -1, -1) if prior is None else prior
-            guide = torch.cat([known.unsqueeze(1).float(), dist], 1)  # (B, 2, S, S)
+            zeros = torch.zeros_like(image[:, :1]).expand(-1, K, -1, -1) if prior is None else prior
             logits = logits + self.refine(image, zeros, guide, logits)
         if not self.training:
             logits = logits + self.logit_bias.view(1, -1, 1, 1)

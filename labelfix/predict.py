@@ -21,11 +21,13 @@ from .propagate import nearest_fill
 
 @dataclass
 class ModelInput:
-    """One label prepared for the model (tensors at the model size S) and the pixel map back."""
+    """One label prepared for the model (tensors at the model size S) and the pixel maps back."""
     image: torch.Tensor        # (3, S, S) float in [0, 1]
     label_in: torch.Tensor     # (S, S) long, -1 = unknown to the model
     removed: torch.Tensor      # (L,) bool, 1 = removed patch
+    editable: torch.Tensor     # (S, S) bool, the pixels the model decides
     removed_full: np.ndarray   # (H, W) bool: removed patches at the original size
+    hidden_full: np.ndarray    # (H, W) bool: pixels whose label the prior must not use
     ratio: float               # the bank model that handles this label
 
 
@@ -88,15 +90,25 @@ def prepare(image: np.ndarray, label: np.ndarray, bank: Bank, *, missing: np.nda
     removed_px = expand_mask(removed[None], cfg.grid, p)[0]  # (S, S)
     removed_full = to_original_size(removed_px, (H, W))
     if missing is not None:
-        unknown_s = missing_s if policy == "fill" else removed_px
-        allowed = missing if policy == "fill" else removed_full
+        # explicit missing values: unknown, and the only pixels that change (fill)
+        hidden_s = missing_s if policy == "fill" else removed_px | missing_s
+        hidden_full = missing if policy == "fill" else removed_full | missing
+        editable_s, allowed = hidden_s, hidden_full
+    elif policy == "replace":
+        # the paper's behaviour: removed patches are reconstructed whole
+        hidden_s = removed_px | (label_s < 0)
+        hidden_full = removed_full | (label < 0)
+        editable_s, allowed = hidden_s, hidden_full
     else:
+        # blind fill: background and unlabelled pixels of removed patches are suspect; unlabelled ones
+        # are unknown, background ones keep their label in the prior, and the model may change either
         bg_full = (label < 0) | (label == bg) if bg is not None else label < 0
         bg_small = (label_s < 0) | (label_s == bg) if bg is not None else label_s < 0
-        unknown_s = removed_px & bg_small if policy == "fill" else removed_px
-        allowed = removed_full & bg_full if policy == "fill" else removed_full
-    label_in = torch.where(unknown_s, torch.full_like(label_s, -1), label_s)
-    return ModelInput(resize_image(image, S), label_in, removed, removed_full, used_ratio), allowed
+        hidden_s, hidden_full = label_s < 0, label < 0
+        editable_s, allowed = removed_px & bg_small, removed_full & bg_full
+    label_in = torch.where(hidden_s, torch.full_like(label_s, -1), label_s)
+    mi = ModelInput(resize_image(image, S), label_in, removed, editable_s, removed_full, hidden_full, used_ratio)
+    return mi, allowed
 
 
 @torch.no_grad()
@@ -113,8 +125,9 @@ def run_model(bank: Bank, items: list[ModelInput], device) -> list[tuple[torch.T
         image = torch.stack([items[i].image for i in idx]).to(device)
         label = torch.stack([items[i].label_in for i in idx]).to(device)
         removed = torch.stack([items[i].removed for i in idx]).to(device)
+        editable = torch.stack([items[i].editable for i in idx]).to(device)
         with autocast(torch.device(device)):
-            logits = model(image, label, removed).float()
+            logits = model(image, label, removed, editable).float()
         scale = 0.0
         if model.prior_scale is not None:
             scale = float(model.prior_scale)
@@ -125,26 +138,27 @@ def run_model(bank: Bank, items: list[ModelInput], device) -> list[tuple[torch.T
     return out
 
 
-def finish_labels(correction: tuple[torch.Tensor, float], label: np.ndarray, unknown: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def finish_labels(correction: tuple[torch.Tensor, float], label: np.ndarray, hidden: np.ndarray,
+                  allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Class and confidence per pixel at the original size: (H, W) long and (H, W) float.
 
-    label (H, W) model indices; unknown (H, W) bool: the pixels being filled (hidden from the prior).
-    At unknown pixels, logits = upsampled model correction + prior weight * one-hot(full-resolution
-    nearest known label); elsewhere the label is returned as it is, with confidence 1.
+    label (H, W) model indices; hidden (H, W) bool: pixels the prior must not use; allowed (H, W) bool:
+    the pixels being decided. There, logits = upsampled model correction + prior weight * one-hot(the
+    full-resolution nearest known label); elsewhere the label is returned as it is, with confidence 1.
     """
     logits_small, scale = correction
     H, W = label.shape
     pred = label.copy()
     conf = np.ones((H, W), np.float32)
-    if not unknown.any():
+    if not allowed.any():
         return pred, conf
     up = F.interpolate(logits_small[None], size=(H, W), mode="bilinear", align_corners=False)[0]  # (K, H, W)
-    where = torch.from_numpy(unknown)
-    logits = up[:, where]  # (K, N): only the pixels being filled need a decision
+    where = torch.from_numpy(allowed)
+    logits = up[:, where]  # (K, N): only the pixels being decided need logits
     if scale:
-        nearest = nearest_fill(torch.from_numpy(np.where(unknown, -1, label))[None])[0]  # (H, W)
+        nearest = nearest_fill(torch.from_numpy(np.where(hidden, -1, label))[None])[0]  # (H, W)
         logits[nearest[where], torch.arange(logits.shape[1])] += scale
     c, p = logits.softmax(0).max(0)
-    pred[unknown] = p.numpy()
-    conf[unknown] = c.numpy()
+    pred[allowed] = p.numpy()
+    conf[allowed] = c.numpy()
     return pred, conf

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from .bank import ratio_key, save_weights, write_manifest
 from .classes import ClassSet
 from .config import LMAEConfig, preset
-from .damage import blind_unknown, drop_classes, random_blocks
+from .damage import blind_editable, drop_classes, random_blocks
 from .data import TrainSamples, open_dataset
 from .device import autocast, pick_device
 from .errors import UsageError
@@ -77,35 +77,38 @@ class TrainResult:
 
 def make_training_batch(label: torch.Tensor, ratio: float, cfg: LMAEConfig, classes: ClassSet,
                         mix, gen: torch.Generator):
-    """Damage a batch of true labels: (B, S, S) -> (label_in, removed (B, L), target), each sample one kind.
+    """Damage a batch of true labels, each sample one of DAMAGE_KINDS.
 
-    label_in has -1 at unknown pixels; target holds the true label at the pixels to learn, -1 elsewhere.
+    (B, S, S) -> label_in (-1 = unknown), removed (B, L), editable (B, S, S), target (the true label
+    at the editable pixels, -1 elsewhere).
     """
     B, S, _ = label.shape
     p, bg = cfg.patch_size, classes.background_index
     kind = torch.multinomial(torch.tensor(mix, dtype=torch.float), B, replacement=True, generator=gen)
     kind = kind.view(B, 1, 1).to(label.device)
-    # paper: whole patches removed with the 1:2:2 strategy mix
+    # paper: whole patches removed with the 1:2:2 strategy mix; their labels are unknown
     removed_paper, _ = mixed_mask(patch_mean(background_pixels(label, bg), p), ratio, gen)
-    # explicit missing blocks (unaligned with patches)
+    paper_px = expand_mask(removed_paper, cfg.grid, p)
+    # explicit missing blocks (unaligned with patches); repair with --missing removes every patch
+    # holding a missing pixel, void included: so does training
     coverage = 0.1 + 0.4 * torch.rand(1, generator=gen).item()
     blocks = random_blocks(B, S, S, coverage, gen, device=label.device)
-    # blind: blocks or whole classes set to background, then background-first removal
+    removed_missing = patches_touching(blocks | (label < 0), p)
+    # blind: blocks or whole classes set to background, then background-first removal; the background
+    # of removed patches is editable but keeps its (possibly wrong) label
     dropped = drop_classes(label, bg, 0.5, gen)
     hidden = ((kind == 2) & blocks) | ((kind == 3) & dropped)
     damaged = torch.where(hidden, torch.full_like(label, bg if bg is not None else -1), label)
     removed_blind = background_first_mask(patch_mean(background_pixels(damaged, bg), p), ratio, gen)
-    unknown_blind = blind_unknown(damaged, expand_mask(removed_blind, cfg.grid, p), bg)
+    editable_blind = blind_editable(damaged, expand_mask(removed_blind, cfg.grid, p), bg)
 
     k = kind.view(B, 1)
-    # repair with --missing removes every patch holding a missing pixel, void included: so does training
-    removed_missing = patches_touching(blocks | (label < 0), p)
     removed = torch.where(k == 0, removed_paper, torch.where(k == 1, removed_missing, removed_blind))
-    unknown = torch.where(kind == 0, expand_mask(removed_paper, cfg.grid, p),
-                          torch.where(kind == 1, blocks, unknown_blind))
+    unknown = torch.where(kind == 0, paper_px, torch.where(kind == 1, blocks, torch.zeros_like(blocks)))
     label_in = torch.where(unknown, torch.full_like(label, -1), damaged)
-    target = torch.where(unknown, label, torch.full_like(label, -1))
-    return label_in, removed, target
+    editable = torch.where(kind >= 2, editable_blind, unknown) | (label_in < 0)
+    target = torch.where(editable, label, torch.full_like(label, -1))
+    return label_in, removed, editable, target
 
 
 def class_shares(samples: TrainSamples, num_classes: int) -> torch.Tensor:
@@ -270,11 +273,11 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
                 ratio = (lo + (hi - lo) * torch.rand(1, generator=gen).item()) if base else stage_ratios[0]
                 ratio = min(max(ratio, 0.05), 0.95)
                 image, label = image.to(device), label.to(device)
-                label_in, removed, target = make_training_batch(label, ratio, cfg, classes, s.damage_mix, gen)
+                label_in, removed, editable, target = make_training_batch(label, ratio, cfg, classes, s.damage_mix, gen)
                 if s.loss_on == "all":
                     target = label
                 with autocast(device):
-                    logits = ddp_model(image, label_in, removed.to(device))
+                    logits = ddp_model(image, label_in, removed, editable)
                 loss = weighted_cross_entropy(logits, target, weights)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

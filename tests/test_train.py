@@ -37,19 +37,23 @@ def test_two_steps_then_resume(dataset, tmp_path):
         train_bank(TrainSettings(**{**s.__dict__, "max_minutes": None}))
 
 
-def test_training_batch_kinds_hide_and_target_the_same_pixels():
+def test_training_batch_kinds_learn_exactly_the_editable_pixels():
     cfg = preset("tiny", 3)
     classes = ClassSet(("bg", "a", "b"), 255, 0)
     g = torch.Generator().manual_seed(0)
     label = torch.zeros(8, 64, 64, dtype=torch.long)
     label[:, 10:40, 10:40] = 1
     label[:, 45:60, 5:30] = 2
-    for mix in ((1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1)):
-        label_in, removed, target = make_training_batch(label, 0.5, cfg, classes, mix, g)
-        hidden = label_in < 0
-        assert torch.equal(hidden, target >= 0)  # exactly the hidden pixels are learned
-        assert torch.equal(target[hidden], label[hidden])
-        assert hidden.any() and removed.any()
+    for kind, mix in enumerate(((1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1))):
+        label_in, removed, editable, target = make_training_batch(label, 0.5, cfg, classes, mix, g)
+        assert torch.equal(editable, target >= 0)  # exactly the editable pixels are learned
+        assert torch.equal(target[editable], label[editable])
+        assert editable.any() and removed.any()
+        if kind < 2:  # paper and missing blocks: editable pixels are unknown to the model
+            assert (label_in[editable] == -1).all()
+        else:  # blind: editable pixels keep their (background) label
+            assert (label_in[editable] == 0).all()
+            assert (label_in != label).any()  # some objects were set to background
 
 
 def test_two_process_gloo_run(dataset, tmp_path):
