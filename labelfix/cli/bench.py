@@ -40,20 +40,21 @@ def bench(
         result = run_bench(s, on_event)
     table = Table(title=f"{result.data['images']} {split} images, {strategy} removal, mIoU in %")
     table.add_column("ratio", justify="right")
-    for m in result.methods:
-        if metric in ("pa-miou", "all"):
-            table.add_column(f"{m}\nPA-mIoU", justify="right")
-        if metric in ("miou", "all"):
-            table.add_column(f"{m}\nmIoU", justify="right")
-    for r in sorted({row["ratio"] for row in result.rows}):
-        cells = [f"{r:.2f}"]
+    table.add_column("method")
+    if metric in ("pa-miou", "all"):
+        table.add_column("PA-mIoU", justify="right")
+    if metric in ("miou", "all"):
+        table.add_column("mIoU", justify="right")
+    ratios_seen = sorted({row["ratio"] for row in result.rows})
+    for r in ratios_seen:
         for m in result.methods:
             row = next(x for x in result.rows if x["ratio"] == r and x["method"] == m)
+            cells = [f"{r:.2f}" if m == result.methods[0] else "", m]
             if metric in ("pa-miou", "all"):
                 cells.append(f"{row['pa_miou']:.1f}")
             if metric in ("miou", "all"):
                 cells.append(f"{row['miou']:.1f}")
-        table.add_row(*cells)
+            table.add_row(*cells, end_section=m == result.methods[-1])
     results.print(table)
     if result.speed:
         sp = result.speed
