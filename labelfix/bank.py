@@ -101,6 +101,14 @@ class Bank:
         """The ratio whose value is nearest to a label's background fraction (ties: the smaller)."""
         return min(self.ratios, key=lambda r: (round(abs(r - fraction), 6), r))
 
+    def correction_weight(self, mode: str) -> float:
+        """How much of the model's correction to the prior to apply in a repair mode (1 = all of it).
+
+        Measured on validation data after training (calibrate.py); 0 means that for this kind of
+        damage the bank did not beat nearest-label fill, and repair falls back to it.
+        """
+        return float(self.manifest.get("correction_weight", {}).get(mode, 1.0))
+
     def model(self, ratio: float, device="cpu") -> LMAE:
         key = (ratio, str(device))
         if key not in self._models:

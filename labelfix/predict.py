@@ -29,6 +29,7 @@ class ModelInput:
     removed_full: np.ndarray   # (H, W) bool: removed patches at the original size
     hidden_full: np.ndarray    # (H, W) bool: pixels whose label the prior must not use
     ratio: float               # the bank model that handles this label
+    mode: str = "missing"      # missing | replace | blind: which calibrated correction weight applies
 
 
 def resize_image(image: np.ndarray, size: int) -> torch.Tensor:
@@ -91,7 +92,9 @@ def prepare(image: np.ndarray, label: np.ndarray, bank: Bank, *, missing: np.nda
     removed_full = to_original_size(removed_px, (H, W))
     if missing is not None:
         # explicit missing values: unknown, and the only pixels that change (fill)
-        hidden_s = missing_s if policy == "fill" else removed_px | missing_s
+        # at the model size the holes are resized like the labels in training (nearest); every patch
+        # holding a hole is removed all the same, and the result is decided at the original size
+        hidden_s = label_s < 0 if policy == "fill" else removed_px | (label_s < 0)
         hidden_full = missing if policy == "fill" else removed_full | missing
         editable_s, allowed = hidden_s, hidden_full
     elif policy == "replace":
@@ -107,7 +110,8 @@ def prepare(image: np.ndarray, label: np.ndarray, bank: Bank, *, missing: np.nda
         hidden_s, hidden_full = label_s < 0, label < 0
         editable_s, allowed = removed_px & bg_small, removed_full & bg_full
     label_in = torch.where(hidden_s, torch.full_like(label_s, -1), label_s)
-    mi = ModelInput(resize_image(image, S), label_in, removed, editable_s, removed_full, hidden_full, used_ratio)
+    mode = "missing" if missing is not None else ("replace" if policy == "replace" else "blind")
+    mi = ModelInput(resize_image(image, S), label_in, removed, editable_s, removed_full, hidden_full, used_ratio, mode)
     return mi, allowed
 
 
@@ -116,7 +120,8 @@ def run_model(bank: Bank, items: list[ModelInput], device) -> list[tuple[torch.T
     """The model's correction to the prior, per item: ((K, S, S) logits, prior weight); grouped by ratio.
 
     The nearest-label prior term is taken out here and added back at the original size by
-    `finish_labels`, so labels keep full-resolution detail where the model does not disagree.
+    `finish_labels`, so labels keep full-resolution detail where the model does not disagree. The
+    correction is scaled by the bank's calibrated weight for the item's repair mode (calibrate.py).
     """
     out: list = [None] * len(items)
     for ratio in sorted({it.ratio for it in items}):
@@ -134,7 +139,7 @@ def run_model(bank: Bank, items: list[ModelInput], device) -> list[tuple[torch.T
             logits = logits - scale * one_hot(nearest_fill(label), model.cfg.num_classes)
         logits = logits.cpu()
         for j, i in enumerate(idx):
-            out[i] = (logits[j], scale)
+            out[i] = (logits[j] * bank.correction_weight(items[i].mode), scale)
     return out
 
 

@@ -64,6 +64,7 @@ class TrainSettings:
     resume: bool = False
     max_minutes: float | None = None  # stop cleanly (state saved, resumable) after this long
     limit_images: int | None = None   # use only the first N training images (tests, smoke runs)
+    calibrate_images: int = 64        # val images that set each repair mode's correction weight (0 = skip)
 
 
 @dataclass
@@ -343,6 +344,10 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
                          "world_size": world, "damage_mix": dict(zip(DAMAGE_KINDS, s.damage_mix))},
             "val": final_val,
         })
+        if s.calibrate_images:
+            from .calibrate import calibrate_bank
+            progress({"event": "calibrate", "images": min(s.calibrate_images, len(val_pairs))})
+            calibrate_bank(out, val_pairs[: s.calibrate_images], device, seed=s.seed)
     if distributed:
         dist.barrier()
     return TrainResult(out, stages[: info["stage"]], time.time() - t_start, finished, final_val)

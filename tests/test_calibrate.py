@@ -1,0 +1,38 @@
+import json
+import shutil
+
+import numpy as np
+from PIL import Image
+
+from labelfix.baselines import nearest_label
+from labelfix.calibrate import MODES, WEIGHTS
+from labelfix.repair import RepairSettings, repair
+
+
+def test_training_measures_a_weight_per_mode(bank):
+    man = json.loads((bank / "manifest.json").read_text())
+    assert set(man["correction_weight"]) == set(MODES)
+    assert all(w in WEIGHTS for w in man["correction_weight"].values())
+    scores = man["calibration"]["scores"]
+    for mode, w in man["correction_weight"].items():
+        assert scores[mode][str(w)] == max(scores[mode].values())
+
+
+def test_weight_zero_falls_back_to_nearest_fill(bank, dataset, tmp_path):
+    b = tmp_path / "bank"
+    shutil.copytree(bank, b, ignore=shutil.ignore_patterns("train-state", "base.safetensors"))
+    man = json.loads((b / "manifest.json").read_text())
+    man["correction_weight"] = {"missing": 0.0, "replace": 1.0, "blind": 1.0}
+    (b / "manifest.json").write_text(json.dumps(man))
+    labels, images = tmp_path / "l", tmp_path / "i"
+    labels.mkdir()
+    images.mkdir()
+    for stem in (dataset / "splits" / "val.txt").read_text().split()[:3]:
+        shutil.copy(dataset / "labels" / f"{stem}.png", labels)
+        shutil.copy(dataset / "images" / f"{stem}.jpg", images)
+    res = repair(RepairSettings(labels=labels, images=images, bank=str(b), missing=(255,), device="cpu"))
+    for row in res.rows:
+        old = np.array(Image.open(labels / row.file)).astype(np.int64)
+        unknown = old == 255
+        expected = nearest_label(np.where(unknown, -1, old), unknown)
+        assert (np.array(Image.open(res.out / row.file)) == expected).all()
