@@ -60,10 +60,10 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0) -> dict:
         for mode in MODES:
             for damaged, missing, ratio, policy, scored in _cases(label, mode, bank.ratios, bg, gen):
                 mi, allowed = prepare(image, damaged, bank, missing=missing, ratio=ratio, policy=policy)
-                (corr, scale), = run_model(bank, [mi], device)
+                corr, = run_model(bank, [mi], device, calibrated=False)
                 where = torch.from_numpy(mi.removed_full if scored is None else scored)
                 for w in WEIGHTS:
-                    pred, _ = finish_labels((corr * w, scale), damaged, mi.hidden_full, allowed)
+                    pred, _ = finish_labels(corr.scaled(w), damaged, mi.hidden_full, allowed)
                     conf[(mode, w)] += confusion(torch.from_numpy(pred), truth, K, where)
     scores = {m: {str(w): round(mean_iou(conf[(m, w)]), 2) for w in WEIGHTS} for m in MODES}
     best = {m: max(WEIGHTS, key=lambda w: (scores[m][str(w)], w)) for m in MODES}

@@ -113,12 +113,14 @@ class LMAE(nn.Module):
         return self.head(self.dec_norm(x)[:, 1:])  # (B, L, p*p*K)
 
     def forward(self, image: torch.Tensor, label: torch.Tensor, removed: torch.Tensor,
-                editable: torch.Tensor | None = None) -> torch.Tensor:
+                editable: torch.Tensor | None = None, nearest: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> torch.Tensor:
         """image (B, 3, S, S) in [0, 1]; label (B, S, S) long, -1 = unknown; removed (B, L) bool;
         editable (B, S, S) bool: the pixels whose class is being decided (default: the unknown ones).
 
         In blind repair the background pixels of removed patches are editable but keep their label in
         the prior (they are suspect, not unknown); with explicit missing values they are unknown.
+        nearest: `nearest_fill(label, with_distance=True)` when the caller has it already.
         Returns class logits (B, K, S, S) for every pixel.
         """
         cfg = self.cfg
@@ -130,7 +132,7 @@ class LMAE(nn.Module):
         fused = stack_fuse(torch.where(removed_px, torch.full_like(label, -1), label), image, K)  # (B, K+3, S, S)
         latent, ids, real = self.forward_encoder(fused, removed)
         # the prior: nearest known label, and the distance to it in patch sides
-        nearest, dist = nearest_fill(label, with_distance=True)
+        nearest, dist = nearest_fill(label, with_distance=True) if nearest is None else nearest
         dist = (dist / p).clamp(max=cfg.grid).unsqueeze(1)  # (B, 1, S, S)
         guide = torch.cat([editable.unsqueeze(1).float(), dist], 1)  # (B, 2, S, S)
         if cfg.use_prior:

@@ -115,13 +115,25 @@ def prepare(image: np.ndarray, label: np.ndarray, bank: Bank, *, missing: np.nda
     return mi, allowed
 
 
+@dataclass
+class Correction:
+    """The model's verdict on one label, at the model grid, to be finished at the original size."""
+    logits: torch.Tensor       # (K, S, S): the model's logits minus the prior term, times the mode's weight
+    prior_weight: float        # weight of the one-hot nearest-label prior the model adds to its logits
+    reach: float               # at the model grid, the farthest any pixel is from a known pixel
+
+    def scaled(self, weight: float) -> "Correction":
+        return Correction(self.logits * weight, self.prior_weight, self.reach)
+
+
 @torch.no_grad()
-def run_model(bank: Bank, items: list[ModelInput], device) -> list[tuple[torch.Tensor, float]]:
-    """The model's correction to the prior, per item: ((K, S, S) logits, prior weight); grouped by ratio.
+def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = True) -> list[Correction]:
+    """The model's correction to the prior, per item; items are grouped by ratio.
 
     The nearest-label prior term is taken out here and added back at the original size by
     `finish_labels`, so labels keep full-resolution detail where the model does not disagree. The
-    correction is scaled by the bank's calibrated weight for the item's repair mode (calibrate.py).
+    correction is scaled by the bank's calibrated weight for the item's repair mode (calibrate.py),
+    unless `calibrated` is False.
     """
     out: list = [None] * len(items)
     for ratio in sorted({it.ratio for it in items}):
@@ -131,19 +143,37 @@ def run_model(bank: Bank, items: list[ModelInput], device) -> list[tuple[torch.T
         label = torch.stack([items[i].label_in for i in idx]).to(device)
         removed = torch.stack([items[i].removed for i in idx]).to(device)
         editable = torch.stack([items[i].editable for i in idx]).to(device)
+        nearest = nearest_fill(label, with_distance=True)  # computed once: the model's input and its prior
         with autocast(torch.device(device)):
-            logits = model(image, label, removed, editable).float()
+            logits = model(image, label, removed, editable, nearest=nearest).float()
         scale = 0.0
         if model.prior_scale is not None:
             scale = float(model.prior_scale)
-            logits = logits - scale * one_hot(nearest_fill(label), model.cfg.num_classes)
+            logits = logits - scale * one_hot(nearest[0], model.cfg.num_classes)
         logits = logits.cpu()
+        reach = nearest[1].flatten(1).amax(1).cpu()  # (B,)
         for j, i in enumerate(idx):
-            out[i] = (logits[j] * bank.correction_weight(items[i].mode), scale)
+            weight = bank.correction_weight(items[i].mode) if calibrated else 1.0
+            out[i] = Correction(logits[j] * weight, scale, float(reach[j]))
     return out
 
 
-def finish_labels(correction: tuple[torch.Tensor, float], label: np.ndarray, hidden: np.ndarray,
+def upsample_at(logits: torch.Tensor, shape: tuple[int, int], where: torch.Tensor) -> torch.Tensor:
+    """Bilinear upsampling of (K, S, S) logits to (H, W), evaluated only at the pixels `where` (H, W) bool.
+
+    Equal to F.interpolate(..., mode="bilinear", align_corners=False)[:, where], at the cost of the
+    pixels asked for. Returns (K, N).
+    """
+    H, W = shape
+    ys, xs = torch.nonzero(where, as_tuple=True)
+    gx = (xs.float() + 0.5) * (2.0 / W) - 1.0
+    gy = (ys.float() + 0.5) * (2.0 / H) - 1.0
+    grid = torch.stack([gx, gy], -1).view(1, 1, -1, 2)  # (1, 1, N, 2) as (x, y) in [-1, 1]
+    out = F.grid_sample(logits[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out[0, :, 0]  # (K, N)
+
+
+def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
                   allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Class and confidence per pixel at the original size: (H, W) long and (H, W) float.
 
@@ -151,18 +181,21 @@ def finish_labels(correction: tuple[torch.Tensor, float], label: np.ndarray, hid
     the pixels being decided. There, logits = upsampled model correction + prior weight * one-hot(the
     full-resolution nearest known label); elsewhere the label is returned as it is, with confidence 1.
     """
-    logits_small, scale = correction
     H, W = label.shape
     pred = label.copy()
     conf = np.ones((H, W), np.float32)
     if not allowed.any():
         return pred, conf
-    up = F.interpolate(logits_small[None], size=(H, W), mode="bilinear", align_corners=False)[0]  # (K, H, W)
     where = torch.from_numpy(allowed)
-    logits = up[:, where]  # (K, N): only the pixels being decided need logits
-    if scale:
-        nearest = nearest_fill(torch.from_numpy(np.where(hidden, -1, label))[None])[0]  # (H, W)
-        logits[nearest[where], torch.arange(logits.shape[1])] += scale
+    logits = upsample_at(correction.logits, (H, W), where)  # (K, N): only the pixels being decided
+    if correction.prior_weight:
+        # every pixel is within `reach` model pixels of a known one; at full size that bounds the
+        # search (plus a cell and a half for the model grid's coarser sampling of the holes)
+        cell = max(H, W) / correction.logits.shape[-1]
+        bound = (correction.reach + 1.5) * cell + 2
+        known_label = torch.from_numpy(np.where(hidden, -1, label))[None]
+        nearest = nearest_fill(known_label, max_distance=bound)[0]  # (H, W)
+        logits[nearest[where], torch.arange(logits.shape[1])] += correction.prior_weight
     c, p = logits.softmax(0).max(0)
     pred[allowed] = p.numpy()
     conf[allowed] = c.numpy()

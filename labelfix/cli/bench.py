@@ -17,10 +17,10 @@ from ._common import console, handle_errors, parse_floats, results
 @handle_errors
 def bench(
     data: Path = typer.Option(..., "--data", help="Dataset folder (VOC or generic layout)."),
-    bank: Optional[str] = typer.Option(None, "--bank", help="Bank folder or hf://ORG/REPO [default: the bundled VOC bank]."),
+    bank: Optional[str] = typer.Option(None, "--bank", help="Bank folder or hf://ORG/REPO (default: the bundled VOC bank)."),
     split: str = typer.Option("val", "--split"),
     metric: str = typer.Option("pa-miou", "--metric", help="pa-miou, miou or all."),
-    ratios: Optional[str] = typer.Option(None, "--ratios", help="Mask ratios to test [default: the bank's]."),
+    ratios: Optional[str] = typer.Option(None, "--ratios", help="Mask ratios to test (default: the bank's)."),
     strategy: str = typer.Option("background-first", "--strategy", help="background-first, random or label-first."),
     device: str = typer.Option("auto", "--device"),
     batch_size: int = typer.Option(8, "--batch-size"),

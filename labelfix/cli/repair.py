@@ -27,8 +27,8 @@ def _shard(text: Optional[str]):
 def repair(
     labels: Path = typer.Argument(..., help="Folder of label PNGs (palette or index)."),
     images: Path = typer.Option(None, "--images", help="Folder of the matching images (same file stems)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder [default: <LABELS>-repaired]."),
-    bank: Optional[str] = typer.Option(None, "--bank", help="Bank folder or hf://ORG/REPO [default: the bundled VOC bank]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: <LABELS>-repaired)."),
+    bank: Optional[str] = typer.Option(None, "--bank", help="Bank folder or hf://ORG/REPO (default: the bundled VOC bank)."),
     missing: list[int] = typer.Option([], "--missing", help="A value that marks unlabelled pixels; fill exactly those. Repeatable."),
     ratio: str = typer.Option("auto", "--ratio", help="Mask ratio, or auto (from each label's background fraction)."),
     policy: str = typer.Option("fill", "--policy", help="fill: change only background/unlabelled pixels; replace: rewrite removed patches."),
