@@ -48,7 +48,9 @@ def _cases(label: np.ndarray, mode: str, ratios, bg, gen: torch.Generator):
 
 
 def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0) -> dict:
-    """Measure and store the correction weight of each repair mode; returns {mode: {weight: mIoU}}."""
+    """Measure and store the correction weight of each repair mode; returns {mode: {weight: mIoU}}.
+
+    Modes with nothing to measure are left out and keep the default weight, 1."""
     bank = load_bank(bank_dir)
     bank.manifest.pop("correction_weight", None)  # measure the model as trained
     K, bg = bank.classes.num_classes, bank.classes.background_index
@@ -65,8 +67,10 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0) -> dict:
                 for w in WEIGHTS:
                     pred, _ = finish_labels(corr.scaled(w), damaged, mi.hidden_full, allowed)
                     conf[(mode, w)] += confusion(torch.from_numpy(pred), truth, K, where)
-    scores = {m: {str(w): round(mean_iou(conf[(m, w)]), 2) for w in WEIGHTS} for m in MODES}
-    best = {m: max(WEIGHTS, key=lambda w: (scores[m][str(w)], w)) for m in MODES}
+    # a mode with no case (blind repair of a bank without a background class) keeps the whole correction
+    measured = [m for m in MODES if conf[(m, 0.0)].sum() > 0]
+    scores = {m: {str(w): round(mean_iou(conf[(m, w)]), 2) for w in WEIGHTS} for m in measured}
+    best = {m: max(WEIGHTS, key=lambda w: (scores[m][str(w)], w)) for m in measured}
     manifest = json.loads((Path(bank_dir) / MANIFEST).read_text())
     manifest["correction_weight"] = best
     manifest["calibration"] = {"images": len(pairs), "scores": scores}

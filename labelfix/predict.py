@@ -194,7 +194,8 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
         cell = max(H, W) / correction.logits.shape[-1]
         bound = (correction.reach + 1.5) * cell + 2
         known_label = torch.from_numpy(np.where(hidden, -1, label))[None]
-        nearest = nearest_fill(known_label, max_distance=bound)[0]  # (H, W)
+        # at full size the rare near-tie the mending passes would settle does not matter: skip them
+        nearest = nearest_fill(known_label, max_distance=bound, mend=False)[0]  # (H, W)
         logits[nearest[where], torch.arange(logits.shape[1])] += correction.prior_weight
     c, p = logits.softmax(0).max(0)
     pred[allowed] = p.numpy()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 from PIL import Image
 
 from . import __version__
@@ -261,42 +262,15 @@ def repair(s: RepairSettings, progress: Callable[[dict], None] | None = None) ->
     t_start = time.perf_counter()
 
     window = max(2, 3 * s.batch_size)  # files being decoded ahead of inference
-    with ThreadPoolExecutor(max(1, s.workers)) as readers, ThreadPoolExecutor(1) as writer:
-        pending: deque[Future] = deque()
-        writes: deque[Future] = deque()
-        it = iter(todo)
-
-        def refill():
-            while len(pending) < window:
-                f = next(it, None)
-                if f is None:
-                    return
-                pending.append(readers.submit(_prepare_one, f, s, bank))
-
-        def collect_writes(block: bool):
-            while writes and (block or writes[0].done()):
-                rows_done = writes.popleft().result()
-                for r in rows_done:
-                    rows.append(r)
-                    progress({"event": "file", "row": asdict(r)})
-
-        refill()
-        while pending:
-            batch: list[_Prepared] = []
-            while pending and len(batch) < s.batch_size:
-                item = pending.popleft().result()
-                if item.row.status == "failed":
-                    item.row.seconds = round(time.perf_counter() - item.t0, 4)
-                    rows.append(item.row)
-                    progress({"event": "file", "row": asdict(item.row)})
-                else:
-                    batch.append(item)
-                refill()
-            if batch:
-                probs = run_model(bank, [b.model_input for b in batch], device)
-                writes.append(writer.submit(_finish_batch, batch, probs, s, bank, out))
-            collect_writes(block=len(writes) > 2)
-        collect_writes(block=True)
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        # the pool's threads and this one each run their own torch ops: one intra-op thread each
+        # keeps the cores busy without oversubscribing them
+        torch.set_num_threads(1)
+    try:
+        _run_pipeline(s, bank, device, out, todo, window, rows, progress)
+    finally:
+        torch.set_num_threads(threads)
 
     order = {f.name: i for i, f in enumerate(files)}
     rows.sort(key=lambda r: order.get(r.file, len(order)))
@@ -310,15 +284,57 @@ def repair(s: RepairSettings, progress: Callable[[dict], None] | None = None) ->
     return RepairResult(out, rows, totals, report_path)
 
 
-def _finish_batch(batch, probs, s, bank, out) -> list[ImageRow]:
-    done = []
-    for item, p in zip(batch, probs):
-        try:
-            done.append(_finish_one(item, p, s, bank, out))
-        except OSError as e:
-            item.row.status, item.row.error = "failed", f"cannot write output ({e})"
-            done.append(item.row)
-    return done
+def _run_pipeline(s: RepairSettings, bank: Bank, device, out: Path, todo: list[Path], window: int,
+                  rows: list[ImageRow], progress) -> None:
+    """Decode and prepare (pool), infer in batches (this thread), finish and write (pool), overlapped.
+
+    At most `window` files are being prepared and two batches being finished at any time.
+    """
+    def record(row: ImageRow):
+        rows.append(row)
+        progress({"event": "file", "row": asdict(row)})
+
+    with ThreadPoolExecutor(max(1, s.workers)) as pool:
+        pending: deque[Future] = deque()
+        finishing: deque[Future] = deque()
+        it = iter(todo)
+
+        def refill():
+            while len(pending) < window:
+                f = next(it, None)
+                if f is None:
+                    return
+                pending.append(pool.submit(_prepare_one, f, s, bank))
+
+        def collect(block_over: int):
+            while finishing and (len(finishing) > block_over or finishing[0].done()):
+                record(finishing.popleft().result())
+
+        refill()
+        while pending:
+            batch: list[_Prepared] = []
+            while pending and len(batch) < s.batch_size:
+                item = pending.popleft().result()
+                if item.row.status == "failed":
+                    item.row.seconds = round(time.perf_counter() - item.t0, 4)
+                    record(item.row)
+                else:
+                    batch.append(item)
+                refill()
+            if batch:
+                corrections = run_model(bank, [b.model_input for b in batch], device)
+                for item, c in zip(batch, corrections):
+                    finishing.append(pool.submit(_finish_safely, item, c, s, bank, out))
+            collect(block_over=2 * s.batch_size)
+        collect(block_over=0)
+
+
+def _finish_safely(item, correction, s, bank, out) -> ImageRow:
+    try:
+        return _finish_one(item, correction, s, bank, out)
+    except OSError as e:
+        item.row.status, item.row.error = "failed", f"cannot write output ({e})"
+        return item.row
 
 
 def _totals(rows: list[ImageRow], seconds: float) -> dict:

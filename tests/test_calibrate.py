@@ -36,3 +36,21 @@ def test_weight_zero_falls_back_to_nearest_fill(bank, dataset, tmp_path):
         unknown = old == 255
         expected = nearest_label(np.where(unknown, -1, old), unknown)
         assert (np.array(Image.open(res.out / row.file)) == expected).all()
+
+
+def test_bank_without_background_class_keeps_blind_weight_and_valid_json(bank, dataset, tmp_path):
+    from labelfix.calibrate import calibrate_bank
+    from labelfix.data import open_dataset
+
+    b = tmp_path / "bank"
+    shutil.copytree(bank, b, ignore=shutil.ignore_patterns("train-state", "base.safetensors"))
+    man = json.loads((b / "manifest.json").read_text())
+    man["classes"]["background_index"] = None
+    (b / "manifest.json").write_text(json.dumps(man))
+    scores = calibrate_bank(b, open_dataset(dataset).pairs("val")[:2])
+    assert "blind" not in scores and set(scores) == {"missing", "replace"}
+
+    def no_nan(token):
+        raise AssertionError(f"manifest holds {token}")
+    man = json.loads((b / "manifest.json").read_text(), parse_constant=no_nan)
+    assert "blind" not in man["correction_weight"]

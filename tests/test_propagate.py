@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from labelfix.propagate import jump_steps, nearest_fill, nearest_seed
@@ -10,9 +11,10 @@ def brute_force_distance(known):
     return ((ys[..., None] - ky) ** 2 + (xs[..., None] - kx) ** 2).min(-1).values
 
 
-def test_nearest_seed_is_exact_on_random_seeds():
+@pytest.mark.parametrize("density", [0.002, 0.02, 0.1, 0.4])
+def test_nearest_seed_is_exact_on_random_seeds(density):
     g = torch.Generator().manual_seed(0)
-    known = torch.rand(3, 37, 53, generator=g) < 0.02
+    known = torch.rand(3, 37, 53, generator=g) < density
     known[:, 0, 0] = True
     seed = nearest_seed(known)
     ys, xs = torch.meshgrid(torch.arange(37), torch.arange(53), indexing="ij")
