@@ -109,6 +109,10 @@ class Bank:
         """
         return float(self.manifest.get("correction_weight", {}).get(mode, 1.0))
 
+    def guided_filter(self, mode: str) -> bool:
+        """Whether repairs in this mode are finished by the image-guided filter (set by calibration)."""
+        return bool(self.manifest.get("guided_filter", {}).get(mode, False))
+
     def model(self, ratio: float, device="cpu") -> LMAE:
         key = (ratio, str(device))
         if key not in self._models:

@@ -92,7 +92,7 @@ def bench(s: BenchSettings, progress: Callable[[dict], None] | None = None) -> B
             probs = run_model(bank, [mi for mi, _ in prepared], device)
             for (img, lab), (mi, _), p in zip(chunk, prepared, probs):
                 unknown = mi.removed_full
-                pred, _ = finish_labels(p, lab, mi.hidden_full, unknown)
+                pred, _ = finish_labels(p, lab, mi.hidden_full, unknown, img)
                 fills = {"labelfix": np.where(unknown, pred, lab),
                          "nearest-label": nearest_label(lab, unknown),
                          "leave-as-background": leave_as_background(lab, unknown, classes.background_index)}

@@ -2,7 +2,8 @@
 
 A bank that learned little for some kind of damage must not do worse than the propagation it starts
 from. For each repair mode this measures, on validation images, the weight of the model's correction
-(0 = nearest-label fill, 1 = the model as trained) that scores best, and writes it to the manifest.
+(0 = nearest-label fill, 1 = the model as trained), with or without the image-guided finishing
+filter (guided.py), that scores best, and writes both to the manifest.
 
   missing  ~30% of each label in random blocks made missing: mIoU over the filled pixels
   replace  the paper's protocol at each bank ratio (background-first): mIoU over the removed pixels
@@ -25,6 +26,12 @@ from .metrics import confusion, mean_iou
 from .predict import finish_labels, prepare, run_model
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+GUIDED = (False, True)
+
+
+def setting_name(weight: float, guided: bool) -> str:
+    """How a calibration score is keyed in the manifest: "0.75", or "0.75+guided"."""
+    return f"{weight}+guided" if guided else str(weight)
 MODES = ("missing", "replace", "blind")
 
 
@@ -53,9 +60,10 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0) -> dict:
     Modes with nothing to measure are left out and keep the default weight, 1."""
     bank = load_bank(bank_dir)
     bank.manifest.pop("correction_weight", None)  # measure the model as trained
+    bank.manifest.pop("guided_filter", None)
     K, bg = bank.classes.num_classes, bank.classes.background_index
     gen = torch.Generator().manual_seed(seed)
-    conf = {(m, w): torch.zeros(K, K, dtype=torch.long) for m in MODES for w in WEIGHTS}
+    conf = {(m, w, g): torch.zeros(K, K, dtype=torch.long) for m in MODES for w in WEIGHTS for g in GUIDED}
     for img_path, lab_path in pairs:
         image, label = load_pair(img_path, lab_path, bank.classes)
         truth = torch.from_numpy(label)
@@ -65,14 +73,19 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0) -> dict:
                 corr, = run_model(bank, [mi], device, calibrated=False)
                 where = torch.from_numpy(mi.removed_full if scored is None else scored)
                 for w in WEIGHTS:
-                    pred, _ = finish_labels(corr.scaled(w), damaged, mi.hidden_full, allowed)
-                    conf[(mode, w)] += confusion(torch.from_numpy(pred), truth, K, where)
+                    for g in GUIDED:
+                        pred, _ = finish_labels(corr.scaled(w, g), damaged, mi.hidden_full, allowed, image)
+                        conf[(mode, w, g)] += confusion(torch.from_numpy(pred), truth, K, where)
     # a mode with no case (blind repair of a bank without a background class) keeps the whole correction
-    measured = [m for m in MODES if conf[(m, 0.0)].sum() > 0]
-    scores = {m: {str(w): round(mean_iou(conf[(m, w)]), 2) for w in WEIGHTS} for m in measured}
-    best = {m: max(WEIGHTS, key=lambda w: (scores[m][str(w)], w)) for m in measured}
+    measured = [m for m in MODES if conf[(m, 0.0, False)].sum() > 0]
+    scores = {m: {setting_name(w, g): round(mean_iou(conf[(m, w, g)]), 2) for w in WEIGHTS for g in GUIDED}
+              for m in measured}
+    # the best score wins; on a tie the plainer setting (no filter), then the larger weight
+    best = {m: max(((w, g) for w in WEIGHTS for g in GUIDED),
+                   key=lambda wg: (scores[m][setting_name(*wg)], not wg[1], wg[0])) for m in measured}
     manifest = json.loads((Path(bank_dir) / MANIFEST).read_text())
-    manifest["correction_weight"] = best
+    manifest["correction_weight"] = {m: w for m, (w, _) in best.items()}
+    manifest["guided_filter"] = {m: g for m, (_, g) in best.items()}
     manifest["calibration"] = {"images": len(pairs), "scores": scores}
     atomic_write_bytes(Path(bank_dir) / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     return scores

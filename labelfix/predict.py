@@ -121,9 +121,11 @@ class Correction:
     logits: torch.Tensor       # (K, S, S): the model's logits minus the prior term, times the mode's weight
     prior_weight: float        # weight of the one-hot nearest-label prior the model adds to its logits
     reach: float               # at the model grid, the farthest any pixel is from a known pixel
+    guided: bool = False       # finish with the image-guided filter (guided.py)
 
-    def scaled(self, weight: float) -> "Correction":
-        return Correction(self.logits * weight, self.prior_weight, self.reach)
+    def scaled(self, weight: float, guided: bool | None = None) -> "Correction":
+        return Correction(self.logits * weight, self.prior_weight, self.reach,
+                          self.guided if guided is None else guided)
 
 
 @torch.no_grad()
@@ -154,7 +156,8 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
         reach = nearest[1].flatten(1).amax(1).cpu()  # (B,)
         for j, i in enumerate(idx):
             weight = bank.correction_weight(items[i].mode) if calibrated else 1.0
-            out[i] = Correction(logits[j] * weight, scale, float(reach[j]))
+            guided = bank.guided_filter(items[i].mode) if calibrated else False
+            out[i] = Correction(logits[j] * weight, scale, float(reach[j]), guided)
     return out
 
 
@@ -173,13 +176,15 @@ def upsample_at(logits: torch.Tensor, shape: tuple[int, int], where: torch.Tenso
     return out[0, :, 0]  # (K, N)
 
 
-def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
-                  allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray, allowed: np.ndarray,
+                  image: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Class and confidence per pixel at the original size: (H, W) long and (H, W) float.
 
     label (H, W) model indices; hidden (H, W) bool: pixels the prior must not use; allowed (H, W) bool:
     the pixels being decided. There, logits = upsampled model correction + prior weight * one-hot(the
     full-resolution nearest known label); elsewhere the label is returned as it is, with confidence 1.
+    With `correction.guided` and the image (H, W, 3) uint8, the class probabilities are finished by
+    the image-guided filter (guided.py), so boundaries inside holes follow the image's edges.
     """
     H, W = label.shape
     pred = label.copy()
@@ -188,7 +193,8 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
         return pred, conf
     where = torch.from_numpy(allowed)
     logits = upsample_at(correction.logits, (H, W), where)  # (K, N): only the pixels being decided
-    if correction.prior_weight:
+    nearest = None
+    if correction.prior_weight or (correction.guided and image is not None):
         # every pixel is within `reach` model pixels of a known one; at full size that bounds the
         # search (plus a cell and a half for the model grid's coarser sampling of the holes)
         cell = max(H, W) / correction.logits.shape[-1]
@@ -196,8 +202,29 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
         known_label = torch.from_numpy(np.where(hidden, -1, label))[None]
         # at full size the rare near-tie the mending passes would settle does not matter: skip them
         nearest = nearest_fill(known_label, max_distance=bound, mend=False)[0]  # (H, W)
+    if correction.prior_weight:
         logits[nearest[where], torch.arange(logits.shape[1])] += correction.prior_weight
-    c, p = logits.softmax(0).max(0)
+    probs = logits.softmax(0)  # (K, N)
+    if correction.guided and image is not None:
+        c, p = _guided_finish(probs, nearest, where, image)
+    else:
+        c, p = probs.max(0)
     pred[allowed] = p.numpy()
     conf[allowed] = c.numpy()
     return pred, conf
+
+
+def _guided_finish(probs: torch.Tensor, nearest: torch.Tensor, where: torch.Tensor, image: np.ndarray):
+    """Guided-filter the class maps of the classes in play; -> (confidence, class) per decided pixel."""
+    from .guided import guided_probabilities
+
+    # only classes that are known nearby or that the model proposes take part (usually 2 to 5)
+    present = torch.unique(torch.cat([nearest.unique(), probs.argmax(0).unique()]))  # (C,)
+    slot = torch.full((probs.shape[0],), -1, dtype=torch.long)
+    slot[present] = torch.arange(len(present))
+    maps = F.one_hot(slot[nearest], len(present)).permute(2, 0, 1).float()  # (C, H, W)
+    maps[:, where] = probs[present]
+    rgb = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0  # (3, H, W)
+    filtered = guided_probabilities(rgb, maps, where)  # (C, N)
+    c, k = filtered.max(0)
+    return c.clamp(0.0, 1.0), present[k]

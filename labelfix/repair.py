@@ -207,7 +207,7 @@ def encode_label(values: np.ndarray, like: LabelFile) -> bytes:
 def _finish_one(item: _Prepared, probs, s: RepairSettings, bank: Bank, out: Path) -> ImageRow:
     """Merge the prediction under the policy, write the label (and preview), fill the row."""
     row = item.row
-    pred, conf = finish_labels(probs, item.index, item.model_input.hidden_full, item.allowed)
+    pred, conf = finish_labels(probs, item.index, item.model_input.hidden_full, item.allowed, item.image)
     confident = conf >= s.min_confidence
     change = item.allowed & confident & (pred != item.index)
     new_values = item.label.values.copy()

@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 
 from labelfix.baselines import nearest_label
-from labelfix.calibrate import MODES, WEIGHTS
+from labelfix.calibrate import MODES, WEIGHTS, setting_name
 from labelfix.repair import RepairSettings, repair
 
 
@@ -13,9 +13,10 @@ def test_training_measures_a_weight_per_mode(bank):
     man = json.loads((bank / "manifest.json").read_text())
     assert set(man["correction_weight"]) == set(MODES)
     assert all(w in WEIGHTS for w in man["correction_weight"].values())
+    assert set(man["guided_filter"]) == set(MODES)
     scores = man["calibration"]["scores"]
     for mode, w in man["correction_weight"].items():
-        assert scores[mode][str(w)] == max(scores[mode].values())
+        assert scores[mode][setting_name(w, man["guided_filter"][mode])] == max(scores[mode].values())
 
 
 def test_weight_zero_falls_back_to_nearest_fill(bank, dataset, tmp_path):
@@ -23,6 +24,7 @@ def test_weight_zero_falls_back_to_nearest_fill(bank, dataset, tmp_path):
     shutil.copytree(bank, b, ignore=shutil.ignore_patterns("train-state", "base.safetensors"))
     man = json.loads((b / "manifest.json").read_text())
     man["correction_weight"] = {"missing": 0.0, "replace": 1.0, "blind": 1.0}
+    man["guided_filter"] = {"missing": False, "replace": False, "blind": False}
     (b / "manifest.json").write_text(json.dumps(man))
     labels, images = tmp_path / "l", tmp_path / "i"
     labels.mkdir()
