@@ -215,7 +215,10 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
 
 
 def _guided_finish(probs: torch.Tensor, nearest: torch.Tensor, where: torch.Tensor, image: np.ndarray):
-    """Guided-filter the class maps of the classes in play; -> (confidence, class) per decided pixel."""
+    """Guided-filter the class maps of the classes in play; -> (confidence, class) per decided pixel.
+
+    probs (K, N) at the decided pixels; nearest (H, W) the nearest known label; where (H, W) bool.
+    """
     from .guided import guided_probabilities
 
     # only classes that are known nearby or that the model proposes take part (usually 2 to 5)
@@ -225,6 +228,6 @@ def _guided_finish(probs: torch.Tensor, nearest: torch.Tensor, where: torch.Tens
     maps = F.one_hot(slot[nearest], len(present)).permute(2, 0, 1).float()  # (C, H, W)
     maps[:, where] = probs[present]
     rgb = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0  # (3, H, W)
-    filtered = guided_probabilities(rgb, maps, where)  # (C, N)
-    c, k = filtered.max(0)
-    return c.clamp(0.0, 1.0), present[k]
+    chosen = present[guided_probabilities(rgb, maps, where).argmax(0)]  # (N,)
+    # the confidence stays the model's probability for the class chosen
+    return probs.gather(0, chosen[None])[0], chosen
