@@ -202,32 +202,36 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
         known_label = torch.from_numpy(np.where(hidden, -1, label))[None]
         # at full size the rare near-tie the mending passes would settle does not matter: skip them
         nearest = nearest_fill(known_label, max_distance=bound, mend=False)[0]  # (H, W)
+    logits = logits.t().contiguous()  # (N, K): reductions over classes run along memory
     if correction.prior_weight:
-        logits[nearest[where], torch.arange(logits.shape[1])] += correction.prior_weight
-    probs = logits.softmax(0)  # (K, N)
+        logits[torch.arange(logits.shape[0]), nearest[where]] += correction.prior_weight
+    probs = logits.softmax(1)  # (N, K)
+    c, p = probs.max(1)
     if correction.guided and image is not None:
-        c, p = _guided_finish(probs, nearest, where, image)
-    else:
-        c, p = probs.max(0)
+        c, p = _guided_finish(probs, p, nearest, where, image)
     pred[allowed] = p.numpy()
     conf[allowed] = c.numpy()
     return pred, conf
 
 
-def _guided_finish(probs: torch.Tensor, nearest: torch.Tensor, where: torch.Tensor, image: np.ndarray):
+def _guided_finish(probs: torch.Tensor, best: torch.Tensor, nearest: torch.Tensor, where: torch.Tensor,
+                   image: np.ndarray):
     """Guided-filter the class maps of the classes in play; -> (confidence, class) per decided pixel.
 
-    probs (K, N) at the decided pixels; nearest (H, W) the nearest known label; where (H, W) bool.
+    probs (N, K) at the decided pixels and best (N,) their most probable class; nearest (H, W) the
+    nearest known label; where (H, W) bool; image (H, W, 3) uint8.
     """
     from .guided import guided_probabilities
 
     # only classes that are known nearby or that the model proposes take part (usually 2 to 5)
-    present = torch.unique(torch.cat([nearest.unique(), probs.argmax(0).unique()]))  # (C,)
-    slot = torch.full((probs.shape[0],), -1, dtype=torch.long)
+    K = probs.shape[1]
+    in_play = (torch.bincount(nearest.flatten(), minlength=K) > 0) | (torch.bincount(best, minlength=K) > 0)
+    present = torch.nonzero(in_play)[:, 0]  # (C,)
+    slot = torch.full((K,), -1, dtype=torch.long)
     slot[present] = torch.arange(len(present))
     maps = F.one_hot(slot[nearest], len(present)).permute(2, 0, 1).float()  # (C, H, W)
-    maps[:, where] = probs[present]
+    maps[:, where] = probs[:, present].t()
     rgb = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0  # (3, H, W)
-    chosen = present[guided_probabilities(rgb, maps, where).argmax(0)]  # (N,)
+    chosen = present[guided_probabilities(rgb, maps, where).max(0).indices]  # (N,); max is faster than argmax here
     # the confidence stays the model's probability for the class chosen
-    return probs.gather(0, chosen[None])[0], chosen
+    return probs.gather(1, chosen[:, None])[:, 0], chosen
