@@ -38,19 +38,46 @@ def box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
     return y / (ny.view(-1, 1) * nx.view(1, -1))
 
 
-def fit(image: torch.Tensor, p: torch.Tensor, r: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Guided-filter coefficients, window-averaged: image (3, h, w) in [0, 1], p (C, h, w).
+class ImageGuide:
+    """The image-dependent half of the filter, computed once per image and shared by its passes.
 
-    Returns a (3, C, h, w) and b (C, h, w) such that the filtered p is sum_i a[i] * image[i] + b.
+    image (3, H, W) in [0, 1]; where (H, W) bool: the pixels the filtered maps are evaluated at.
     """
-    mean_i = box_mean(image, r)  # (3, h, w)
-    mean_p = box_mean(p, r)  # (C, h, w)
-    cov_ii = box_mean(image[:, None] * image[None], r) - mean_i[:, None] * mean_i[None]  # (3, 3, h, w)
-    cov_ip = box_mean(image[:, None] * p[None], r) - mean_i[:, None] * mean_p[None]  # (3, C, h, w)
-    sigma = cov_ii.permute(2, 3, 0, 1) + eps * torch.eye(3, device=image.device)  # (h, w, 3, 3)
-    a = torch.linalg.solve(sigma, cov_ip.permute(2, 3, 0, 1)).permute(2, 3, 0, 1)  # (3, C, h, w)
-    b = mean_p - (a * mean_i[:, None]).sum(0)  # (C, h, w)
-    return box_mean(a, r), box_mean(b, r)
+
+    def __init__(self, image: torch.Tensor, where: torch.Tensor, radius: float = RADIUS, eps: float = EPS,
+                 work_side: int = WORK_SIDE):
+        H, W = where.shape
+        scale = min(1.0, work_side / max(H, W))
+        self.full = (H, W)
+        self.small = (max(1, round(H * scale)), max(1, round(W * scale)))
+        self.r = max(1, round(radius * max(self.small)))
+        small_i = self.shrink(image)  # (3, h, w)
+        self.image = small_i
+        self.mean_i = box_mean(small_i, self.r)  # (3, h, w)
+        cov_ii = box_mean(small_i[:, None] * small_i[None], self.r) - self.mean_i[:, None] * self.mean_i[None]
+        eye = eps * torch.eye(3, device=image.device)
+        self.inv_sigma = torch.linalg.inv(cov_ii.permute(2, 3, 0, 1) + eye)  # (h, w, 3, 3)
+        self.pixels = image[:, where]  # (3, N)
+        ys, xs = torch.nonzero(where, as_tuple=True)
+        gx = (xs.float() + 0.5) * (2.0 / W) - 1.0
+        gy = (ys.float() + 0.5) * (2.0 / H) - 1.0
+        self.grid = torch.stack([gx, gy], -1).view(1, 1, -1, 2)  # (1, 1, N, 2), bilinear like upsample_at
+
+    def shrink(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x[None], size=self.small, mode="area")[0] if self.small != self.full else x
+
+    def filter(self, p: torch.Tensor) -> torch.Tensor:
+        """Class maps p (C, H, W) -> filtered (C, N) at the guide's pixels."""
+        small_p = self.shrink(p)  # (C, h, w)
+        C, (h, w), r = p.shape[0], self.small, self.r
+        mean_p = box_mean(small_p, r)  # (C, h, w)
+        cov_ip = box_mean(self.image[:, None] * small_p[None], r) - self.mean_i[:, None] * mean_p[None]  # (3, C, h, w)
+        a = (self.inv_sigma @ cov_ip.permute(2, 3, 0, 1)).permute(2, 3, 0, 1)  # (3, C, h, w)
+        b = mean_p - (a * self.mean_i[:, None]).sum(0)  # (C, h, w)
+        coef = torch.cat([box_mean(a, r).reshape(3 * C, h, w), box_mean(b, r)])  # (4C, h, w)
+        coef = F.grid_sample(coef[None], self.grid, mode="bilinear", padding_mode="border",
+                             align_corners=False)[0, :, 0]  # (4C, N)
+        return (coef[:3 * C].view(3, C, -1) * self.pixels[:, None]).sum(0) + coef[3 * C:]  # (C, N)
 
 
 def guided_probabilities(image: torch.Tensor, p: torch.Tensor, where: torch.Tensor,
@@ -59,16 +86,4 @@ def guided_probabilities(image: torch.Tensor, p: torch.Tensor, where: torch.Tens
 
     Returns (C, N) for the N pixels of `where`, in `where`'s row-major order.
     """
-    from .predict import upsample_at  # the same bilinear evaluation at chosen pixels
-
-    H, W = where.shape
-    scale = min(1.0, work_side / max(H, W))
-    h, w = max(1, round(H * scale)), max(1, round(W * scale))
-    small_i = F.interpolate(image[None], size=(h, w), mode="area")[0] if scale < 1 else image
-    small_p = F.interpolate(p[None], size=(h, w), mode="area")[0] if scale < 1 else p
-    r = max(1, round(radius * max(h, w)))
-    a, b = fit(small_i, small_p, r, eps)
-    C = p.shape[0]
-    coef = upsample_at(torch.cat([a.reshape(3 * C, h, w), b]), (H, W), where)  # (4C, N)
-    pixels = image[:, where]  # (3, N)
-    return (coef[:3 * C].view(3, C, -1) * pixels[:, None]).sum(0) + coef[3 * C:]  # (C, N)
+    return ImageGuide(image, where, radius, eps, work_side).filter(p)

