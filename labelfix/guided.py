@@ -5,8 +5,9 @@ follow the image's edges, not the grid or the Voronoi line of nearest-label fill
 makes each class map locally a linear function of the image colour, fitted to the known labels and
 the model's probabilities around it, so a boundary snaps to the colour edge between the regions.
 It is computed at a reduced size (the "fast guided filter", He & Sun 2015) and evaluated at full size
-only at the pixels being decided. Measured on VOC val (benchmarks/repair_quality.py) it adds about
-6 mIoU points on blocks erased to 255, where a dense CRF adds about 4.
+only at the pixels being decided. On the 289 VOC val labels it takes repair of blocks erased to 255
+from 76.7 to 83.2 mIoU (benchmarks/repair_quality.py) and the paper's protocol at ratio 0.5 from 25.9
+to 37.4 PA-mIoU (labelfix bench); a dense CRF over nearest-label fill scores 79.6 and 26.6.
 """
 
 from __future__ import annotations
