@@ -33,6 +33,18 @@ def job(dataset, tmp_path):
     return labels, images
 
 
+@pytest.fixture(params=[False, True], ids=["plain", "guided"])
+def any_bank(request, bank, tmp_path_factory):
+    """The session bank with the image-guided finishing forced off, then on, in every repair mode."""
+    b = tmp_path_factory.mktemp("bank") / ("guided" if request.param else "plain")
+    shutil.copytree(bank, b, ignore=shutil.ignore_patterns("train-state", "base.safetensors"))
+    man = json.loads((b / "manifest.json").read_text())
+    man["guided_filter"] = {m: request.param for m in ("missing", "replace", "blind")}
+    man["correction_weight"] = {m: 1.0 for m in ("missing", "replace", "blind")}
+    (b / "manifest.json").write_text(json.dumps(man))
+    return b
+
+
 def run(labels, images, bank, **kw):
     return repair(RepairSettings(labels=labels, images=images, bank=str(bank), device="cpu", batch_size=4, **kw))
 
@@ -54,9 +66,9 @@ def test_repairs_into_a_new_folder_and_leaves_inputs_alone(job, bank):
         assert a.size == b.size and a.mode == b.mode
 
 
-def test_fill_policy_changes_only_background_or_unlabelled_in_removed_patches(job, bank):
+def test_fill_policy_changes_only_background_or_unlabelled_in_removed_patches(job, any_bank):
     labels, images = job
-    res = run(labels, images, bank)
+    res = run(labels, images, any_bank)
     for row in res.rows:
         old = np.array(Image.open(labels / row.file))
         new = np.array(Image.open(res.out / row.file))
@@ -65,9 +77,9 @@ def test_fill_policy_changes_only_background_or_unlabelled_in_removed_patches(jo
         assert row.pixels_changed == int(changed.sum())
 
 
-def test_missing_fills_exactly_the_missing_pixels(job, bank):
+def test_missing_fills_exactly_the_missing_pixels(job, any_bank):
     labels, images = job
-    res = run(labels, images, bank, missing=(255,))
+    res = run(labels, images, any_bank, missing=(255,))
     for row in res.rows:
         old = np.array(Image.open(labels / row.file))
         new = np.array(Image.open(res.out / row.file))
@@ -83,9 +95,9 @@ def test_replace_policy_stays_inside_removed_patches(job, bank):
         assert row.patches_removed == round(0.3 * 64)
 
 
-def test_min_confidence_one_changes_nothing(job, bank):
+def test_min_confidence_one_changes_nothing(job, any_bank):
     labels, images = job
-    res = run(labels, images, bank, missing=(255,), min_confidence=1.0)
+    res = run(labels, images, any_bank, missing=(255,), min_confidence=1.0)
     assert all(r.pixels_changed == 0 for r in res.rows)
 
 
