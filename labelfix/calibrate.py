@@ -54,17 +54,18 @@ def _cases(label: np.ndarray, mode: str, ratios, bg, gen: torch.Generator):
     return out
 
 
-def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0) -> dict:
+def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0, progress=None) -> dict:
     """Measure and store the correction weight of each repair mode; returns {mode: {weight: mIoU}}.
 
-    Modes with nothing to measure are left out and keep the default weight, 1."""
+    Modes with nothing to measure are left out and keep the default weight, 1. progress, if given, is
+    called with {"event": "calibrate-step", "done", "total"} after each image."""
     bank = load_bank(bank_dir)
     bank.manifest.pop("correction_weight", None)  # measure the model as trained
     bank.manifest.pop("guided_filter", None)
     K, bg = bank.classes.num_classes, bank.classes.background_index
     gen = torch.Generator().manual_seed(seed)
     conf = {(m, w, g): torch.zeros(K, K, dtype=torch.long) for m in MODES for w in WEIGHTS for g in GUIDED}
-    for img_path, lab_path in pairs:
+    for done, (img_path, lab_path) in enumerate(pairs, 1):
         image, label = load_pair(img_path, lab_path, bank.classes)
         truth = torch.from_numpy(label)
         for mode in MODES:
@@ -76,6 +77,8 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0) -> dict:
                     for g in GUIDED:
                         pred, _ = finish_labels(corr.scaled(w, g), damaged, mi.hidden_full, allowed, image)
                         conf[(mode, w, g)] += confusion(torch.from_numpy(pred), truth, K, where)
+        if progress:
+            progress({"event": "calibrate-step", "done": done, "total": len(pairs)})
     # a mode with no case (blind repair of a bank without a background class) keeps the whole correction
     measured = [m for m in MODES if conf[(m, 0.0, False)].sum() > 0]
     scores = {m: {setting_name(w, g): round(mean_iou(conf[(m, w, g)]), 2) for w in WEIGHTS for g in GUIDED}

@@ -347,7 +347,11 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
         if s.calibrate_images:
             from .calibrate import calibrate_bank
             progress({"event": "calibrate", "images": min(s.calibrate_images, len(val_pairs))})
-            calibrate_bank(out, val_pairs[: s.calibrate_images], device, seed=s.seed)
+            from .calibrate import setting_name
+            scores = calibrate_bank(out, val_pairs[: s.calibrate_images], device, seed=s.seed, progress=progress)
+            man = json.loads((out / "manifest.json").read_text())
+            chosen = {m: setting_name(man["correction_weight"][m], man["guided_filter"][m]) for m in scores}
+            progress({"event": "calibrated", "scores": scores, "chosen": chosen})
     if distributed:
         dist.barrier()
     return TrainResult(out, stages[: info["stage"]], time.time() - t_start, finished, final_val)

@@ -36,7 +36,7 @@ def train(
                              patch_size=patch_size, lr=lr, loss_on=loss_on, val_every=val_every, device=device,
                              seed=seed, workers=workers, resume=resume, max_minutes=max_minutes)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]:.4f}  {task.fields[speed]:.1f} img/s"), TimeElapsedColumn(),
+                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                    console=console, disable=quiet, transient=True)
     tasks: dict = {}
 
@@ -47,8 +47,17 @@ def train(
         elif e["event"] == "step":
             key = (e["stage"], e["epoch"])
             if key not in tasks:
-                tasks[key] = bar.add_task(f"{e['stage']} epoch {e['epoch']}/{e['epochs']}", total=e["steps"], loss=0.0, speed=0.0)
-            bar.update(tasks[key], completed=e["step"], loss=e["loss"], speed=e["images_per_s"])
+                tasks[key] = bar.add_task(f"{e['stage']} epoch {e['epoch']}/{e['epochs']}", total=e["steps"], info="")
+            bar.update(tasks[key], completed=e["step"], info=f"loss {e['loss']:.4f}  {e['images_per_s']:.1f} img/s")
+        elif e["event"] == "calibrate-step":
+            if "calibrate" not in tasks:
+                tasks["calibrate"] = bar.add_task("calibrating repair modes", total=e["total"], info="")
+            bar.update(tasks["calibrate"], completed=e["done"])
+        elif e["event"] == "calibrated" and not quiet:
+            for mode, scores in e["scores"].items():
+                best = e["chosen"][mode]
+                console.print(f"  calibration, {mode}: correction weight {best} ({scores[best]:.1f} mIoU; "
+                              f"nearest-label fill {scores['0.0']:.1f})")
         elif e["event"] == "epoch" and "val" in e and not quiet:
             for v in e["val"]:
                 console.print(f"  {e['stage']} epoch {e['epoch']}: ratio {v['ratio']:.2f}  PA-mIoU {v['pa_miou']:.1f}  "
