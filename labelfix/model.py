@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .config import LMAEConfig
 from .fuse import one_hot, patchify, sincos_pos_embed_2d, stack_fuse, unpatchify

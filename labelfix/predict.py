@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .bank import Bank
-from .masking import background_first_mask, expand_mask, patch_mean, patches_touching, strategy_mask
+from .masking import expand_mask, patch_mean, patches_touching, strategy_mask
 from .device import autocast
 from .fuse import one_hot
 from .propagate import nearest_fill

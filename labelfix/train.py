@@ -10,10 +10,9 @@ processes under `torchrun` (DistributedDataParallel; gloo on CPU, nccl on CUDA).
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
