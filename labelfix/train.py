@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from .bank import ratio_key, save_weights, write_manifest
+from .bank import load_bank, ratio_key, save_weights, write_manifest
 from .classes import ClassSet
 from .config import LMAEConfig, preset
 from .damage import blind_editable, drop_classes, random_blocks
@@ -64,6 +64,7 @@ class TrainSettings:
     max_minutes: float | None = None  # stop cleanly (state saved, resumable) after this long
     limit_images: int | None = None   # use only the first N training images (tests, smoke runs)
     calibrate_images: int = 64        # val images that set each repair mode's correction weight (0 = skip)
+    init: str | None = None           # start from this bank's weights (same classes; its model config wins)
 
 
 @dataclass
@@ -182,6 +183,24 @@ def _load_state(folder: Path, model, opt, sched) -> dict:
     return meta["info"]
 
 
+def _init_bank(s: TrainSettings, classes: ClassSet):
+    """The bank named by --init, checked against the dataset's classes; None without --init."""
+    if not s.init:
+        return None
+    bank = load_bank(s.init)
+    if tuple(bank.classes.names) != tuple(classes.names):
+        raise UsageError(f"--init {s.init}: the bank's {bank.classes.num_classes} classes "
+                         f"({', '.join(bank.classes.names[:3])}, ...) are not the dataset's "
+                         f"{classes.num_classes} ({', '.join(classes.names[:3])}, ...)")
+    return bank
+
+
+def _load_init(model: LMAE, bank, ratio: float, weights: torch.Tensor) -> None:
+    """Copy the init bank's model of `ratio` into `model`; the logit bias stays this dataset's."""
+    model.load_state_dict(bank.model(ratio, "cpu").state_dict())
+    model.logit_bias.copy_(-torch.log(weights))
+
+
 def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None) -> TrainResult:
     progress = progress or (lambda e: None)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -202,7 +221,9 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
         raise UsageError(f"damage mix needs {len(DAMAGE_KINDS)} non-negative shares")
     ds = open_dataset(s.data)
     classes = ds.classes
-    cfg = preset(s.preset, classes.num_classes, input_size=s.input_size, patch_size=s.patch_size)
+    init_bank = _init_bank(s, classes)
+    cfg = init_bank.config if init_bank else preset(s.preset, classes.num_classes, input_size=s.input_size,
+                                                    patch_size=s.patch_size)
     torch.manual_seed(s.seed)
     train_pairs = ds.pairs(s.train_split)[: s.limit_images]
     val_pairs = ds.pairs(s.val_split)
@@ -220,6 +241,9 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
     stages = ["base"] + [f"finetune-{ratio_key(r)}" for r in s.ratios if s.finetune_epochs > 0]
 
     model = LMAE(cfg).to(device)
+    if init_bank:
+        # the base starts from the init bank's middle-ratio model
+        _load_init(model, init_bank, init_bank.ratios[len(init_bank.ratios) // 2], weights)
     model.logit_bias.copy_(-torch.log(weights))
     info = {"stage": 0, "epoch": 0, "files": {}, "elapsed": 0.0}
     opt = torch.optim.Adam(model.parameters(), lr=s.lr, betas=(0.9, 0.999), weight_decay=s.weight_decay)
@@ -326,8 +350,13 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
         info["stage"] += 1
         info["epoch"] = 0
         if info["stage"] < len(stages):
-            # every fine-tune starts from the base weights, with a fresh optimiser at the fine-tune rate
-            model.load_state_dict(load_file(str(out / "base.safetensors")))
+            # every fine-tune starts from the base weights (or the init bank's model of its ratio), with a
+            # fresh optimiser at the fine-tune rate
+            next_ratio = float(stages[info["stage"]].split("-")[1])
+            if init_bank and next_ratio in init_bank.ratios:
+                _load_init(model, init_bank, next_ratio, weights)
+            else:
+                model.load_state_dict(load_file(str(out / "base.safetensors")))
             opt = torch.optim.Adam(model.parameters(), lr=s.finetune_lr, betas=(0.9, 0.999), weight_decay=s.weight_decay)
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=5, threshold=1e-3, factor=0.8)
         if main:
@@ -340,7 +369,8 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
             "trained_on": {"dataset": Path(s.data).name, "split": s.train_split, "images": len(train_set)},
             "training": {"preset": s.preset, "epochs": s.epochs, "finetune_epochs": s.finetune_epochs,
                          "batch_size": s.batch_size, "seconds": round(time.time() - t_start, 1),
-                         "world_size": world, "damage_mix": dict(zip(DAMAGE_KINDS, s.damage_mix))},
+                         "world_size": world, "damage_mix": dict(zip(DAMAGE_KINDS, s.damage_mix)),
+                         "init_manifest_sha256": init_bank.manifest_sha256 if init_bank else None},
             "val": final_val,
         })
         if s.calibrate_images:

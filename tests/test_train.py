@@ -76,3 +76,37 @@ def test_two_process_gloo_run(dataset, tmp_path):
 def test_bad_ratios_are_a_usage_error(dataset, tmp_path):
     with pytest.raises(UsageError, match="between 0 and 1"):
         train_bank(TrainSettings(data=dataset, out=tmp_path / "x", preset="tiny", ratios=(1.5,)))
+
+
+def test_init_starts_from_a_bank_and_fine_tunes_it(bank, dataset, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "tuned"
+    train_bank(TrainSettings(data=dataset, out=out, preset="small", epochs=0, finetune_epochs=0, batch_size=4,
+                             val_every=0, device="cpu", init=str(bank), calibrate_images=0))
+    tuned, original = load_bank(out), load_bank(bank)
+    assert tuned.config == original.config  # the init bank's config wins over --preset
+    # no epochs: every ratio model is the init bank's middle model, bias aside
+    a, b = load_file(str(out / "ratio-0.30.safetensors")), load_file(str(bank / "ratio-0.50.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a if k != "logit_bias")
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["training"]["init_manifest_sha256"] == original.manifest_sha256
+
+    out2 = tmp_path / "tuned2"
+    train_bank(TrainSettings(data=dataset, out=out2, epochs=0, finetune_epochs=1, batch_size=4, val_every=0,
+                             device="cpu", init=str(bank), calibrate_images=0))
+    c = load_file(str(out2 / "ratio-0.70.safetensors"))
+    d = load_file(str(bank / "ratio-0.70.safetensors"))
+    assert not all(torch.equal(c[k], d[k]) for k in c)  # the 0.7 fine-tune started from 0.7 and moved
+    assert load_bank(out2).ratios == original.ratios
+
+
+def test_init_with_other_classes_is_a_usage_error(bank, tmp_path):
+    from conftest import make_dataset
+
+    other = make_dataset(tmp_path / "other", n_train=2, n_val=1)
+    cj = json.loads((other / "classes.json").read_text())
+    cj["names"] = [f"c{i}" for i in range(len(cj["names"]))]
+    (other / "classes.json").write_text(json.dumps(cj))
+    with pytest.raises(UsageError, match="--init"):
+        train_bank(TrainSettings(data=other, out=tmp_path / "x", epochs=0, device="cpu", init=str(bank)))

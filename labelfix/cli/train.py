@@ -27,6 +27,8 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast)."),
     seed: int = typer.Option(0, "--seed"),
     workers: int = typer.Option(0, "--workers", help="Data loader processes."),
+    init: Optional[str] = typer.Option(None, "--init", help="Start from this bank's weights (same classes), "
+                                       "e.g. the bundled one, to fine-tune it on your data."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop cleanly after this long (resumable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the bank folder."),
@@ -34,7 +36,8 @@ def train(
     settings = TrainSettings(data=data, out=out, ratios=parse_floats(ratios, "--ratios"), preset=preset, epochs=epochs,
                              finetune_epochs=finetune_epochs, batch_size=batch_size, input_size=input_size,
                              patch_size=patch_size, lr=lr, loss_on=loss_on, val_every=val_every, device=device,
-                             seed=seed, workers=workers, resume=resume, max_minutes=max_minutes)
+                             seed=seed, workers=workers, resume=resume, max_minutes=max_minutes,
+                             init=init)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                    console=console, disable=quiet, transient=True)
