@@ -29,12 +29,12 @@ from .predict import finish_labels, prepare, run_model
 # label, gains from it (VOC: blocks set to background 27 -> 36 mIoU at 1.5)
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 GUIDED = (False, True)
+MODES = ("missing", "replace", "blind")
 
 
 def setting_name(weight: float, guided: bool) -> str:
     """How a calibration score is keyed in the manifest: "0.75", or "0.75+guided"."""
     return f"{weight}+guided" if guided else str(weight)
-MODES = ("missing", "replace", "blind")
 
 
 def _cases(label: np.ndarray, mode: str, ratios, bg, gen: torch.Generator):

@@ -20,6 +20,24 @@ EPS = 1e-4          # regularisation: smaller follows weaker edges
 WORK_SIDE = 128     # the filter's coefficients are fitted at this longer side
 
 
+def pixel_grid(where: torch.Tensor) -> torch.Tensor:
+    """The pixels of `where` (H, W) bool as a grid_sample grid (1, 1, N, 2) of (x, y) in [-1, 1].
+
+    Sampling a (C, h, w) map at it with bilinear, align_corners=False and border padding equals
+    upsampling the map to (H, W) with F.interpolate and reading those pixels (row-major order).
+    """
+    H, W = where.shape
+    ys, xs = torch.nonzero(where, as_tuple=True)
+    gx = (xs.float() + 0.5) * (2.0 / W) - 1.0
+    gy = (ys.float() + 0.5) * (2.0 / H) - 1.0
+    return torch.stack([gx, gy], -1).view(1, 1, -1, 2)
+
+
+def sample_at(maps: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear values of maps (C, h, w) at a `pixel_grid`: -> (C, N)."""
+    return F.grid_sample(maps[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0]
+
+
 def box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
     """Mean over (2r+1) x (2r+1) windows, clipped at the borders: (..., H, W) -> (..., H, W).
 
@@ -42,11 +60,12 @@ def box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
 class ImageGuide:
     """The image-dependent half of the filter, computed once per image and shared by its passes.
 
-    image (3, H, W) in [0, 1]; where (H, W) bool: the pixels the filtered maps are evaluated at.
+    image (3, H, W) in [0, 1]; where (H, W) bool: the pixels the filtered maps are evaluated at;
+    grid: `pixel_grid(where)` when the caller has it already.
     """
 
     def __init__(self, image: torch.Tensor, where: torch.Tensor, radius: float = RADIUS, eps: float = EPS,
-                 work_side: int = WORK_SIDE):
+                 work_side: int = WORK_SIDE, grid: torch.Tensor | None = None):
         H, W = where.shape
         scale = min(1.0, work_side / max(H, W))
         self.full = (H, W)
@@ -59,10 +78,7 @@ class ImageGuide:
         eye = eps * torch.eye(3, device=image.device)
         self.inv_sigma = torch.linalg.inv(cov_ii.permute(2, 3, 0, 1) + eye)  # (h, w, 3, 3)
         self.pixels = image[:, where]  # (3, N)
-        ys, xs = torch.nonzero(where, as_tuple=True)
-        gx = (xs.float() + 0.5) * (2.0 / W) - 1.0
-        gy = (ys.float() + 0.5) * (2.0 / H) - 1.0
-        self.grid = torch.stack([gx, gy], -1).view(1, 1, -1, 2)  # (1, 1, N, 2), bilinear like upsample_at
+        self.grid = pixel_grid(where) if grid is None else grid  # (1, 1, N, 2)
 
     def shrink(self, x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(x[None], size=self.small, mode="area")[0] if self.small != self.full else x
@@ -76,8 +92,7 @@ class ImageGuide:
         a = (self.inv_sigma @ cov_ip.permute(2, 3, 0, 1)).permute(2, 3, 0, 1)  # (3, C, h, w)
         b = mean_p - (a * self.mean_i[:, None]).sum(0)  # (C, h, w)
         coef = torch.cat([box_mean(a, r).reshape(3 * C, h, w), box_mean(b, r)])  # (4C, h, w)
-        coef = F.grid_sample(coef[None], self.grid, mode="bilinear", padding_mode="border",
-                             align_corners=False)[0, :, 0]  # (4C, N)
+        coef = sample_at(coef, self.grid)  # (4C, N)
         return (coef[:3 * C].view(3, C, -1) * self.pixels[:, None]).sum(0) + coef[3 * C:]  # (C, N)
 
 

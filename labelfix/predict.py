@@ -16,6 +16,7 @@ from .bank import Bank
 from .masking import expand_mask, patch_mean, patches_touching, strategy_mask
 from .device import autocast
 from .fuse import one_hot
+from .guided import ImageGuide, pixel_grid, sample_at
 from .propagate import nearest_fill
 
 
@@ -161,21 +162,6 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
     return out
 
 
-def upsample_at(logits: torch.Tensor, shape: tuple[int, int], where: torch.Tensor) -> torch.Tensor:
-    """Bilinear upsampling of (K, S, S) logits to (H, W), evaluated only at the pixels `where` (H, W) bool.
-
-    Equal to F.interpolate(..., mode="bilinear", align_corners=False)[:, where], at the cost of the
-    pixels asked for. Returns (K, N).
-    """
-    H, W = shape
-    ys, xs = torch.nonzero(where, as_tuple=True)
-    gx = (xs.float() + 0.5) * (2.0 / W) - 1.0
-    gy = (ys.float() + 0.5) * (2.0 / H) - 1.0
-    grid = torch.stack([gx, gy], -1).view(1, 1, -1, 2)  # (1, 1, N, 2) as (x, y) in [-1, 1]
-    out = F.grid_sample(logits[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return out[0, :, 0]  # (K, N)
-
-
 def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray, allowed: np.ndarray,
                   image: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Class and confidence per pixel at the original size: (H, W) long and (H, W) float.
@@ -192,7 +178,8 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
     if not allowed.any():
         return pred, conf
     where = torch.from_numpy(allowed)
-    logits = upsample_at(correction.logits, (H, W), where)  # (K, N): only the pixels being decided
+    grid = pixel_grid(where)  # shared by the upsampling here and the guided filter
+    logits = sample_at(correction.logits, grid)  # (K, N): only the pixels being decided
     nearest = None
     if correction.prior_weight or (correction.guided and image is not None):
         # every pixel is within `reach` model pixels of a known one; at full size that bounds the
@@ -208,21 +195,19 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
     probs = logits.softmax(1)  # (N, K)
     c, p = probs.max(1)
     if correction.guided and image is not None:
-        c, p = _guided_finish(probs, p, nearest, where, image)
+        c, p = _guided_finish(probs, p, nearest, where, grid, image)
     pred[allowed] = p.numpy()
     conf[allowed] = c.numpy()
     return pred, conf
 
 
 def _guided_finish(probs: torch.Tensor, best: torch.Tensor, nearest: torch.Tensor, where: torch.Tensor,
-                   image: np.ndarray):
+                   grid: torch.Tensor, image: np.ndarray):
     """Guided-filter the class maps of the classes in play; -> (confidence, class) per decided pixel.
 
     probs (N, K) at the decided pixels and best (N,) their most probable class; nearest (H, W) the
-    nearest known label; where (H, W) bool; image (H, W, 3) uint8.
+    nearest known label; where (H, W) bool and grid its `pixel_grid`; image (H, W, 3) uint8.
     """
-    from .guided import ImageGuide
-
     # only classes that are known nearby or that the model proposes take part (usually 2 to 5)
     K = probs.shape[1]
     in_play = (torch.bincount(nearest.flatten(), minlength=K) > 0) | (torch.bincount(best, minlength=K) > 0)
@@ -231,7 +216,7 @@ def _guided_finish(probs: torch.Tensor, best: torch.Tensor, nearest: torch.Tenso
     slot[present] = torch.arange(len(present))
     known = F.one_hot(slot[nearest], len(present)).permute(2, 0, 1).float()  # (C, H, W)
     rgb = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0  # (3, H, W)
-    guide = ImageGuide(rgb, where)
+    guide = ImageGuide(rgb, where, grid=grid)
     maps = known.clone()
     maps[:, where] = probs[:, present].t()
     pick = guide.filter(maps).max(0).indices  # (N,); max is faster than argmax here

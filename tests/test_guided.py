@@ -1,6 +1,7 @@
 import torch
+import torch.nn.functional as F
 
-from labelfix.guided import box_mean, guided_probabilities
+from labelfix.guided import box_mean, guided_probabilities, pixel_grid, sample_at
 
 
 def test_box_mean_matches_a_direct_window_mean():
@@ -41,3 +42,11 @@ def test_boundary_in_a_hole_snaps_to_the_colour_edge():
     guess = (xs >= 34).long()
     assert (chosen != truth).sum() < (guess != truth).sum()
     assert (chosen[xs < 30] == 0).all() and (chosen[xs >= 40] == 1).all()  # and breaks nothing
+
+
+def test_sampling_at_a_pixel_grid_equals_full_bilinear_upsampling_at_those_pixels():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 14, 14, generator=g)
+    where = torch.rand(75, 100, generator=g) < 0.3
+    full = F.interpolate(logits[None], size=(75, 100), mode="bilinear", align_corners=False)[0]
+    assert torch.allclose(sample_at(logits, pixel_grid(where)), full[:, where], atol=1e-5)
