@@ -52,13 +52,16 @@ class LMAEConfig:
 
 
 # Named presets. `tiny` is for tests, `small` trains on a laptop CPU (112 px, 8 px patches: the paper's
-# 14 x 14 grid at a quarter of the pixels, which trains ~4x faster than 224 px on a CPU), `paper` is the paper's best
+# 14 x 14 grid at a quarter of the pixels, which trains ~4x faster than 224 px on a CPU), `medium` is `small` with a
+# deeper, wider ViT for a GPU (7.2M parameters, ~1.5x the CPU inference time), `paper` is the paper's best
 # setting (8 encoder / 6 decoder blocks, widths 1440 / 720; 1440 = 8 heads x 180).
 PRESETS: dict[str, dict] = {
     "tiny": dict(input_size=64, patch_size=8, enc_dim=32, enc_depth=1, enc_heads=2,
                  dec_dim=32, dec_depth=1, dec_heads=2, refine_dim=8),
     "small": dict(input_size=112, patch_size=8, enc_dim=192, enc_depth=4, enc_heads=3,
                   dec_dim=128, dec_depth=2, dec_heads=4, refine_dim=32),
+    "medium": dict(input_size=112, patch_size=8, enc_dim=256, enc_depth=6, enc_heads=4,
+                   dec_dim=192, dec_depth=3, dec_heads=4, refine_dim=32, drop_path=0.1),
     "base": dict(input_size=224, patch_size=16, enc_dim=384, enc_depth=6, enc_heads=6,
                  dec_dim=256, dec_depth=4, dec_heads=8, refine_dim=48),
     "paper": dict(input_size=224, patch_size=16, enc_dim=1440, enc_depth=8, enc_heads=8,

@@ -13,8 +13,10 @@ from .masking import background_pixels
 
 def random_blocks(batch: int, height: int, width: int, coverage: float, generator: torch.Generator,
                   min_side: float = 0.1, max_side: float = 0.35, device=None) -> torch.Tensor:
-    """Rectangles dropped at random until about `coverage` of each image is covered: (B, H, W) bool."""
-    out = torch.zeros(batch, height, width, dtype=torch.bool, device=device)
+    """Rectangles dropped at random until about `coverage` of each image is covered: (B, H, W) bool.
+
+    Drawn on the CPU (a coverage check per rectangle would stall a GPU), then moved to `device`."""
+    out = torch.zeros(batch, height, width, dtype=torch.bool)
     for b in range(batch):
         for _ in range(64):
             if out[b].float().mean() >= coverage:
@@ -24,19 +26,20 @@ def random_blocks(batch: int, height: int, width: int, coverage: float, generato
             w = max(2, int(width * (min_side + (max_side - min_side) * r[1])))
             y, x = int((height - h) * r[2]), int((width - w) * r[3])
             out[b, y:y + h, x:x + w] = True
-    return out
+    return out.to(device)
 
 
 def drop_classes(label: torch.Tensor, background_index: int | None, share: float,
                  generator: torch.Generator) -> torch.Tensor:
     """Relabel about `share` of each image's object classes as background (or unlabelled): (B, H, W) bool of dropped pixels."""
-    dropped = torch.zeros_like(label, dtype=torch.bool)
-    for b in range(label.shape[0]):
-        present = [int(c) for c in torch.unique(label[b]) if c >= 0 and c != background_index]
+    cpu = label.cpu()  # per-image class lists and coin flips: cheap on the CPU, a sync each on a GPU
+    dropped = torch.zeros_like(cpu, dtype=torch.bool)
+    for b in range(cpu.shape[0]):
+        present = [int(c) for c in torch.unique(cpu[b]) if c >= 0 and c != background_index]
         for c in present:
             if torch.rand(1, generator=generator).item() < share:
-                dropped[b] |= label[b] == c
-    return dropped
+                dropped[b] |= cpu[b] == c
+    return dropped.to(label.device)
 
 
 def blind_editable(damaged: torch.Tensor, removed_px: torch.Tensor, background_index: int | None) -> torch.Tensor:

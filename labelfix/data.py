@@ -146,7 +146,11 @@ def resize_pair(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.nda
 
 
 class TrainSamples(torch.utils.data.Dataset):
-    """Image/label pairs held in memory, with the paper's augmentation (random crop, resize, flip)."""
+    """Image/label pairs held in memory, with the paper's augmentation (random crop, resize, flip).
+
+    An item is addressed by its index, or by (index, epoch): the crop is a function of the seed, the
+    epoch and the index, so loader workers that outlive an epoch (persistent workers) still draw new
+    crops each epoch when the sampler tags the indices (EpochTaggedSampler)."""
 
     def __init__(self, pairs, classes: ClassSet, size: int, augment: bool, seed: int = 0):
         self.data = [load_pair(i, l, classes) for i, l in pairs]
@@ -156,10 +160,11 @@ class TrainSamples(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.data)
 
-    def __getitem__(self, i):
+    def __getitem__(self, key):
+        i, epoch = key if isinstance(key, tuple) else (key, self.epoch)
         image, label = self.data[i]
         if self.augment:
-            rng = np.random.default_rng((self.seed, self.epoch, i))
+            rng = np.random.default_rng((self.seed, epoch, i))
             H, W = label.shape
             scale = rng.uniform(0.35, 1.0)  # share of the area kept by the crop
             aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
@@ -172,3 +177,21 @@ class TrainSamples(torch.utils.data.Dataset):
             image, label = np.ascontiguousarray(image), np.ascontiguousarray(label)
         img, lab = resize_pair(image, label, self.size)
         return torch.from_numpy(img).permute(2, 0, 1).float() / 255.0, torch.from_numpy(lab)
+
+
+class EpochTaggedSampler(torch.utils.data.Sampler):
+    """Yields (index, epoch) from an inner sampler (random or distributed); set_epoch reaches both."""
+
+    def __init__(self, inner: torch.utils.data.Sampler):
+        self.inner, self.epoch = inner, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.inner, "set_epoch"):
+            self.inner.set_epoch(epoch)
+
+    def __iter__(self):
+        return ((i, self.epoch) for i in self.inner)
+
+    def __len__(self):
+        return len(self.inner)

@@ -40,7 +40,8 @@ def rank_mask(scores: torch.Tensor, ratio: float, generator: torch.Generator | N
     """
     B, L = scores.shape
     n = num_removed(L, ratio)
-    tie = torch.rand(B, L, generator=generator, device=scores.device) if generator is not None \
+    # noise is drawn where the generator lives (the CPU in training), then moved: same draws on any device
+    tie = torch.rand(B, L, generator=generator, device=generator.device).to(scores.device) if generator is not None \
         else -torch.arange(L, device=scores.device, dtype=torch.float32).expand(B, L) / L
     # Scores are fractions in [0, 1]; a tie-break below 1/(p*p) never reorders distinct fractions.
     order = torch.argsort(scores.float() * 1e4 + tie, dim=1, descending=True)
@@ -52,7 +53,8 @@ def rank_mask(scores: torch.Tensor, ratio: float, generator: torch.Generator | N
 def random_mask(batch: int, num_patches: int, ratio: float, generator: torch.Generator | None = None,
                 device=None) -> torch.Tensor:
     """Remove round(L * ratio) patches chosen uniformly at random: (B, L) bool."""
-    noise = torch.rand(batch, num_patches, generator=generator, device=device)
+    noise = torch.rand(batch, num_patches, generator=generator,
+                       device=generator.device if generator is not None else None).to(device)
     return rank_mask(noise, ratio)
 
 

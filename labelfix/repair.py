@@ -11,6 +11,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -52,7 +53,7 @@ class RepairSettings:
     dry_run: bool = False
     overwrite: bool = False
     shard: tuple[int, int] | None = None  # (i, n): this process repairs the files with hash % n == i
-    workers: int = 2
+    workers: int = 0                      # decode/finish threads; 0 = one per CPU core (at most 16)
 
 
 @dataclass
@@ -120,6 +121,8 @@ def check_settings(s: RepairSettings) -> Path:
         raise UsageError(f"--ratio {s.ratio}: must be between 0 and 1, or auto")
     if s.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    if s.workers < 0:
+        raise UsageError("--workers must be 0 (one per CPU core) or more")
     if s.shard is not None and not (s.shard[1] >= 1 and 0 <= s.shard[0] < s.shard[1]):
         raise UsageError(f"--shard {s.shard[0]}/{s.shard[1]}: expected I/N with 0 <= I < N")
     return out
@@ -262,10 +265,9 @@ def repair(s: RepairSettings, progress: Callable[[dict], None] | None = None) ->
 
     window = max(2, 3 * s.batch_size)  # files being decoded ahead of inference
     threads = torch.get_num_threads()
-    if device.type == "cpu":
-        # the pool's threads and this one each run their own torch ops: one intra-op thread each
-        # keeps the cores busy without oversubscribing them
-        torch.set_num_threads(1)
+    # the pool's threads and this one each run their own torch ops: one intra-op thread each keeps
+    # the cores busy without oversubscribing them (on a GPU the model does not need CPU threads)
+    torch.set_num_threads(1)
     try:
         _run_pipeline(s, bank, device, out, todo, window, rows, progress)
     finally:
@@ -293,7 +295,7 @@ def _run_pipeline(s: RepairSettings, bank: Bank, device, out: Path, todo: list[P
         rows.append(row)
         progress({"event": "file", "row": asdict(row)})
 
-    with ThreadPoolExecutor(max(1, s.workers)) as pool:
+    with ThreadPoolExecutor(s.workers or min(16, os.cpu_count() or 2)) as pool:
         pending: deque[Future] = deque()
         finishing: deque[Future] = deque()
         it = iter(todo)

@@ -24,7 +24,7 @@ from .bank import load_bank, ratio_key, save_weights, write_manifest
 from .classes import ClassSet
 from .config import LMAEConfig, preset
 from .damage import blind_editable, drop_classes, random_blocks
-from .data import TrainSamples, open_dataset
+from .data import EpochTaggedSampler, TrainSamples, open_dataset
 from .device import autocast, pick_device
 from .errors import UsageError
 from .loss import class_weights, weighted_cross_entropy
@@ -35,6 +35,8 @@ from .model import LMAE, count_parameters
 from .propagate import nearest_fill
 
 DAMAGE_KINDS = ("paper", "missing-blocks", "blind-blocks", "blind-objects")
+FINETUNE_SHARE = 0.2  # of --budget-minutes, for the per-ratio fine-tunes together
+SAVE_EVERY_S = 60.0   # resumable training state, at most this often (and at every stage's end)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class TrainSettings:
     workers: int = 0
     resume: bool = False
     max_minutes: float | None = None  # stop cleanly (state saved, resumable) after this long
+    budget_minutes: float | None = None  # fit the schedule to this much training time (epochs become upper bounds)
     limit_images: int | None = None   # use only the first N training images (tests, smoke runs)
     calibrate_images: int = 64        # val images that set each repair mode's correction weight (0 = skip)
     init: str | None = None           # start from this bank's weights (same classes; its model config wins)
@@ -256,11 +259,13 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
         raise UsageError(f"{out}: already holds a bank; choose another --out, or --resume an interrupted run")
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
-    sampler = torch.utils.data.distributed.DistributedSampler(train_set, world, rank, shuffle=True, seed=s.seed) \
-        if distributed else None
-    loader = torch.utils.data.DataLoader(train_set, batch_size=s.batch_size, shuffle=sampler is None,
-                                         sampler=sampler, num_workers=s.workers, drop_last=len(train_set) >= s.batch_size,
-                                         generator=torch.Generator().manual_seed(s.seed))
+    inner = torch.utils.data.distributed.DistributedSampler(train_set, world, rank, shuffle=True, seed=s.seed) \
+        if distributed else torch.utils.data.RandomSampler(train_set, generator=torch.Generator().manual_seed(s.seed))
+    sampler = EpochTaggedSampler(inner)
+    # persistent workers: a GPU epoch of ~1k images lasts about a second, less than starting the workers
+    loader = torch.utils.data.DataLoader(train_set, batch_size=s.batch_size, sampler=sampler, num_workers=s.workers,
+                                         drop_last=len(train_set) >= s.batch_size, persistent_workers=s.workers > 0,
+                                         pin_memory=device.type == "cuda")
     gen = torch.Generator().manual_seed(s.seed * 1000 + rank)
     metrics_file = out / "metrics.jsonl"
     t_start = time.time() - info.get("elapsed", 0.0)
@@ -277,6 +282,14 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
     def out_of_time() -> bool:
         return s.max_minutes is not None and (time.time() - t_start) > s.max_minutes * 60
 
+    def stage_seconds(stage: str) -> float:
+        """A stage's share of --budget-minutes: fine-tunes FINETUNE_SHARE of it together, the base the rest."""
+        if s.budget_minutes is None:
+            return float("inf")
+        tunes = len(stages) - 1
+        share = (FINETUNE_SHARE / tunes if stage != "base" else 1 - FINETUNE_SHARE) if tunes else 1.0
+        return s.budget_minutes * 60 * share
+
     finished = True
     final_val = {}
     while info["stage"] < len(stages):
@@ -285,11 +298,10 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
         epochs = s.epochs if base else s.finetune_epochs
         stage_ratios = list(s.ratios) if base else [float(stage.split("-")[1])]
         lo, hi = min(stage_ratios) - 0.1, max(stage_ratios) + 0.1
+        stage_t0 = last_save = time.time()  # a resumed stage gets its whole share of the budget again
         while info["epoch"] < epochs:
             epoch = info["epoch"]
-            train_set.epoch = epoch + 1000 * info["stage"]
-            if sampler is not None:
-                sampler.set_epoch(train_set.epoch)
+            sampler.set_epoch(epoch + 1000 * info["stage"])
             model.train()
             tot, n, t0 = 0.0, 0, time.time()
             steps = len(loader)
@@ -318,22 +330,34 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
             info["elapsed"] = time.time() - t_start
             row = {"event": "epoch", "stage": stage, "epoch": epoch + 1, "loss": train_loss,
                    "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0, "images_per_s": n * world / (time.time() - t0)}
-            last = info["epoch"] == epochs
+            budget_spent = time.time() - stage_t0 > stage_seconds(stage)
+            last = info["epoch"] == epochs or budget_spent
             if main and (last or (s.val_every and info["epoch"] % s.val_every == 0)):
                 vals = [validate(model, val_set, r, classes, device, s.batch_size) for r in stage_ratios]
                 row["val"] = vals
                 final_val = {ratio_key(v["ratio"]): v for v in vals}
             log(row)
-            if main:
+            stop = out_of_time() and not (last and info["stage"] == len(stages) - 1)
+            if distributed:  # rank 0's clock decides for all, or the ranks could part ways
+                flags = torch.tensor([stop, budget_spent], dtype=torch.int32, device=device)
+                dist.broadcast(flags, 0)
+                stop, budget_spent = bool(flags[0]), bool(flags[1])
+            # the state is saved when stopping and at most every SAVE_EVERY_S (a GPU epoch takes seconds);
+            # a finished stage is saved below
+            if main and (stop or (time.time() - last_save > SAVE_EVERY_S and not last)):
                 _save_state(state_dir, model, opt, sched, info)
+                last_save = time.time()
             if distributed:
                 dist.barrier()
-            if out_of_time() and not (last and info["stage"] == len(stages) - 1):
+            if stop:
                 finished = False
+                break
+            if budget_spent:
                 break
         if not finished:
             break
         # stage done: write its weights, then set up the next stage
+        info.setdefault("epochs_run", {})[stage] = info["epoch"]
         if main:
             if base:
                 save_weights(model, out / "base.safetensors")
@@ -368,7 +392,8 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
         write_manifest(out, cfg, classes, info["files"], {
             "trained_on": {"dataset": Path(s.data).name, "split": s.train_split, "images": len(train_set)},
             "training": {"preset": s.preset, "epochs": s.epochs, "finetune_epochs": s.finetune_epochs,
-                         "batch_size": s.batch_size, "seconds": round(time.time() - t_start, 1),
+                         "epochs_run": info.get("epochs_run", {}), "budget_minutes": s.budget_minutes,
+                         "batch_size": s.batch_size, "lr": s.lr, "seconds": round(time.time() - t_start, 1),
                          "world_size": world, "damage_mix": dict(zip(DAMAGE_KINDS, s.damage_mix)),
                          "init_manifest_sha256": init_bank.manifest_sha256 if init_bank else None},
             "val": final_val,

@@ -37,6 +37,21 @@ def test_two_steps_then_resume(dataset, tmp_path):
         train_bank(TrainSettings(**{**s.__dict__, "max_minutes": None}))
 
 
+def test_budget_ends_each_stage_early_and_the_bank_is_complete(dataset, tmp_path):
+    # a zero budget: every stage stops after its first epoch, however many epochs were asked for
+    out = tmp_path / "b"
+    res = train_bank(TrainSettings(data=dataset, out=out, preset="tiny", epochs=50, finetune_epochs=50, batch_size=6,
+                                   val_every=0, limit_images=12, device="cpu", budget_minutes=0.0, calibrate_images=0,
+                                   workers=2))
+    assert res.finished and load_bank(out).ratios == [0.3, 0.5, 0.7]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in rows] == [("base", 1), ("finetune-0.30", 1), ("finetune-0.50", 1),
+                                                        ("finetune-0.70", 1)]
+    assert all("val" in r for r in rows)  # a stage cut short by the budget is still validated
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["training"]["epochs_run"] == {"base": 1, "finetune-0.30": 1, "finetune-0.50": 1, "finetune-0.70": 1}
+
+
 def test_training_batch_kinds_learn_exactly_the_editable_pixels():
     cfg = preset("tiny", 3)
     classes = ClassSet(("bg", "a", "b"), 255, 0)

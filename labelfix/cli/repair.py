@@ -35,6 +35,7 @@ def repair(
     min_confidence: float = typer.Option(0.0, "--min-confidence", help="Keep a pixel unchanged below this model probability."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     batch_size: int = typer.Option(8, "--batch-size", help="Labels per model batch."),
+    workers: int = typer.Option(0, "--workers", help="Threads that decode, finish and write (0: one per CPU core)."),
     preview: bool = typer.Option(False, "--preview", help="Write preview.html with before/after overlays."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write only the report, no labels."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo files already in the output folder."),
@@ -53,7 +54,8 @@ def repair(
     settings = RepairSettings(labels=labels, images=images, out=out, bank=bank, missing=tuple(missing),
                               ratio=None if ratio == "auto" else _float(ratio, "--ratio"), policy=policy,
                               min_confidence=min_confidence, device=device, batch_size=batch_size,
-                              preview=preview, dry_run=dry_run, overwrite=overwrite, shard=_shard(shard))
+                              preview=preview, dry_run=dry_run, overwrite=overwrite, shard=_shard(shard),
+                              workers=workers)
     bar = Progress(TextColumn("repairing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
                    TimeRemainingColumn(), console=console, disable=quiet or as_json, transient=True)
     task = None

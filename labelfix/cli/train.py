@@ -15,7 +15,7 @@ def train(
     data: Path = typer.Option(..., "--data", help="Dataset folder: VOC layout, or images/ + labels/ + splits/ + classes.json."),
     ratios: str = typer.Option("0.3,0.5,0.7", "--ratios", help="Mask ratios of the bank, one model each."),
     out: Path = typer.Option(Path("bank"), "--out", help="Bank folder to write."),
-    preset: str = typer.Option("small", "--preset", help="Model size: tiny, small, base or paper."),
+    preset: str = typer.Option("small", "--preset", help="Model size: tiny, small, medium, base or paper."),
     epochs: int = typer.Option(30, "--epochs", help="Epochs of the base model (mask ratios mixed)."),
     finetune_epochs: int = typer.Option(3, "--finetune-epochs", help="Epochs of each ratio's fine-tune (0: copy the base)."),
     batch_size: int = typer.Option(16, "--batch-size"),
@@ -31,13 +31,18 @@ def train(
                                        "e.g. the bundled one, to fine-tune it on your data."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop cleanly after this long (resumable)."),
+    budget_minutes: Optional[float] = typer.Option(
+        None, "--budget-minutes", help="Fit the schedule to this much training time: the base model gets 80%, the "
+                                       "fine-tunes 20%; --epochs and --finetune-epochs become upper bounds."),
+    calibrate_images: int = typer.Option(64, "--calibrate-images",
+                                         help="Val labels that calibrate the repair modes after training (0: skip)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the bank folder."),
 ):
     settings = TrainSettings(data=data, out=out, ratios=parse_floats(ratios, "--ratios"), preset=preset, epochs=epochs,
                              finetune_epochs=finetune_epochs, batch_size=batch_size, input_size=input_size,
                              patch_size=patch_size, lr=lr, loss_on=loss_on, val_every=val_every, device=device,
                              seed=seed, workers=workers, resume=resume, max_minutes=max_minutes,
-                             init=init)
+                             budget_minutes=budget_minutes, calibrate_images=calibrate_images, init=init)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                    console=console, disable=quiet, transient=True)
