@@ -20,7 +20,8 @@ def batch(cfg, B=2, seed=0):
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_forward_backward(name):
     small = dict(input_size=32, patch_size=16) if name != "tiny" else {}
-    cfg = preset(name, 5, **small)
+    # no stochastic depth here: with 2 samples it can drop a block for both, and no gradient reaches it
+    cfg = preset(name, 5, drop_path=0.0, **small)
     model = LMAE(cfg)
     image, label, removed = batch(cfg)
     logits = model(image, label, removed)
