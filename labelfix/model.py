@@ -105,7 +105,8 @@ class LMAE(nn.Module):
         # scatter visible tokens back to their positions (padding tokens are sent to a dummy slot L)
         dest = torch.where(real, ids, torch.full_like(ids, L))  # (B, V)
         full = torch.cat([full, full.new_zeros(B, 1, full.shape[-1])], 1)  # (B, L+1, D)
-        full = full.scatter(1, dest.unsqueeze(-1).expand(-1, -1, vis.shape[-1]), vis)[:, :L]  # (B, L, D)
+        # under autocast vis is bf16 and full (embedding + fp32 token) fp32: scatter needs one dtype
+        full = full.scatter(1, dest.unsqueeze(-1).expand(-1, -1, vis.shape[-1]), vis.to(full.dtype))[:, :L]  # (B, L, D)
         x = torch.cat([cls, full + self.dec_pos], 1)  # (B, 1+L, D)
         for blk in self.decoder:
             x = blk(x)
