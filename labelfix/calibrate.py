@@ -8,7 +8,9 @@ filter (guided.py), that scores best, and writes both to the manifest.
   missing  ~30% of each label in random blocks made missing: mIoU over the filled pixels
   replace  the paper's protocol at each bank ratio (background-first): mIoU over the removed pixels
   blind    blocks set to background or objects dropped to background: mIoU over the whole label,
-           so that a change that breaks good pixels counts as much as one that mends bad ones
+           so that a change that breaks good pixels counts as much as one that mends bad ones; and a
+           setting qualifies only if it changes at most BLIND_CHANGE_LIMIT % of the undamaged pixels
+           in each of the two cases (the promise of blind repair: what was right stays right)
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ from .predict import finish_labels, prepare, run_model
 
 # above 1 the correction is amplified: blind repair, where the prior keeps the suspect background's
 # label, gains from it (VOC: blocks set to background 27 -> 36 mIoU at 1.5)
-WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 GUIDED = (False, True)
 MODES = ("missing", "replace", "blind")
+# % of undamaged pixels a blind setting may change on the calibration labels; below the 2% we promise,
+# since 64 labels estimate it loosely (VOC: 1.98% on all val labels was 2.09% on the held-out ones)
+BLIND_CHANGE_LIMIT = 1.5
 
 
 def setting_name(weight: float, guided: bool) -> str:
@@ -38,21 +43,22 @@ def setting_name(weight: float, guided: bool) -> str:
 
 
 def _cases(label: np.ndarray, mode: str, ratios, bg, gen: torch.Generator):
-    """(damaged label, missing mask or None, ratio or None, policy, scored pixels) per case of a mode."""
+    """(damaged label, missing mask or None, ratio or None, policy, scored pixels, damage) per case of a
+    mode; damage: the pixels the case damaged, for blind cases (whose other pixels should not change)."""
     H, W = label.shape
     blocks = random_blocks(1, H, W, 0.3, gen)[0].numpy()
     if mode == "missing":
         damaged = np.where(blocks, -1, label)
-        return [(damaged, damaged < 0, None, "fill", blocks)]
+        return [(damaged, damaged < 0, None, "fill", blocks, None)]
     if mode == "replace":
-        return [(label, None, r, "replace", None) for r in ratios]
+        return [(label, None, r, "replace", None, None) for r in ratios]
     out = []
     if bg is not None:
-        out.append((np.where(blocks, bg, label), None, None, "fill", np.ones_like(blocks)))
+        out.append((np.where(blocks, bg, label), None, None, "fill", np.ones_like(blocks), blocks))
         objects = [c for c in np.unique(label) if c >= 0 and c != bg]
         keep = torch.rand(len(objects), generator=gen).numpy() < 0.5
         dropped = np.isin(label, [c for c, k in zip(objects, keep) if not k])
-        out.append((np.where(dropped, bg, label), None, None, "fill", np.ones_like(blocks)))
+        out.append((np.where(dropped, bg, label), None, None, "fill", np.ones_like(blocks), dropped))
     return out
 
 
@@ -67,30 +73,47 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0, progress=
     K, bg = bank.classes.num_classes, bank.classes.background_index
     gen = torch.Generator().manual_seed(seed)
     conf = {(m, w, g): torch.zeros(K, K, dtype=torch.long) for m in MODES for w in WEIGHTS for g in GUIDED}
+    # blind cases: [changed, total] undamaged labelled pixels per (case index, weight, guided)
+    changes = {(c, w, g): [0, 0] for c in range(2) for w in WEIGHTS for g in GUIDED}
     for done, (img_path, lab_path) in enumerate(pairs, 1):
         image, label = load_pair(img_path, lab_path, bank.classes)
         truth = torch.from_numpy(label)
         for mode in MODES:
-            for damaged, missing, ratio, policy, scored in _cases(label, mode, bank.ratios, bg, gen):
+            for case, (damaged, missing, ratio, policy, scored, damage) in \
+                    enumerate(_cases(label, mode, bank.ratios, bg, gen)):
                 mi, allowed = prepare(image, damaged, bank, missing=missing, ratio=ratio, policy=policy)
                 corr, = run_model(bank, [mi], device, calibrated=False)
                 where = torch.from_numpy(mi.removed_full if scored is None else scored)
+                undamaged = None if damage is None else ~damage & (label >= 0)
                 for w in WEIGHTS:
                     for g in GUIDED:
                         pred, _ = finish_labels(corr.scaled(w, g), damaged, mi.hidden_full, allowed, image)
                         conf[(mode, w, g)] += confusion(torch.from_numpy(pred), truth, K, where)
+                        if undamaged is not None:
+                            counts = changes[(case, w, g)]
+                            counts[0] += int((pred[undamaged] != damaged[undamaged]).sum())
+                            counts[1] += int(undamaged.sum())
         if progress:
             progress({"event": "calibrate-step", "done": done, "total": len(pairs)})
     # a mode with no case (blind repair of a bank without a background class) keeps the whole correction
     measured = [m for m in MODES if conf[(m, 0.0, False)].sum() > 0]
     scores = {m: {setting_name(w, g): round(mean_iou(conf[(m, w, g)]), 2) for w in WEIGHTS for g in GUIDED}
               for m in measured}
+    changed_pct = {setting_name(w, g): [round(100 * changes[(c, w, g)][0] / max(changes[(c, w, g)][1], 1), 3)
+                                        for c in range(2)] for w in WEIGHTS for g in GUIDED}
+
+    def allowed_in(mode: str, wg) -> bool:
+        return mode != "blind" or wg[0] == 0.0 or max(changed_pct[setting_name(*wg)]) <= BLIND_CHANGE_LIMIT
+
     # the best score wins; on a tie the plainer setting (no filter), then the weight nearest 1 (as trained)
-    best = {m: max(((w, g) for w in WEIGHTS for g in GUIDED),
+    best = {m: max(((w, g) for w in WEIGHTS for g in GUIDED if allowed_in(m, (w, g))),
                    key=lambda wg: (scores[m][setting_name(*wg)], not wg[1], -abs(wg[0] - 1.0))) for m in measured}
     manifest = json.loads((Path(bank_dir) / MANIFEST).read_text())
     manifest["correction_weight"] = {m: w for m, (w, _) in best.items()}
     manifest["guided_filter"] = {m: g for m, (_, g) in best.items()}
     manifest["calibration"] = {"images": len(pairs), "scores": scores}
+    if "blind" in measured:
+        manifest["calibration"]["blind_undamaged_changed_pct"] = {
+            "limit": BLIND_CHANGE_LIMIT, "blocks, objects": changed_pct}
     atomic_write_bytes(Path(bank_dir) / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     return scores

@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 
 from labelfix.baselines import nearest_label
-from labelfix.calibrate import MODES, WEIGHTS, setting_name
+from labelfix.calibrate import BLIND_CHANGE_LIMIT, MODES, WEIGHTS, setting_name
 from labelfix.repair import RepairSettings, repair
 
 
@@ -15,8 +15,27 @@ def test_training_measures_a_weight_per_mode(bank):
     assert all(w in WEIGHTS for w in man["correction_weight"].values())
     assert set(man["guided_filter"]) == set(MODES)
     scores = man["calibration"]["scores"]
+    changed = man["calibration"]["blind_undamaged_changed_pct"]
+    assert changed["limit"] == BLIND_CHANGE_LIMIT
+
+    def qualifies(mode, setting):
+        return mode != "blind" or setting.startswith("0.0") or max(changed["blocks, objects"][setting]) <= BLIND_CHANGE_LIMIT
+
     for mode, w in man["correction_weight"].items():
-        assert scores[mode][setting_name(w, man["guided_filter"][mode])] == max(scores[mode].values())
+        chosen = setting_name(w, man["guided_filter"][mode])
+        assert qualifies(mode, chosen)
+        assert scores[mode][chosen] == max(v for k, v in scores[mode].items() if qualifies(mode, k))
+
+
+def test_blind_settings_that_change_too_many_undamaged_pixels_are_passed_over(bank, dataset, tmp_path, monkeypatch):
+    import labelfix.calibrate as cal
+    from labelfix.data import open_dataset
+
+    b = tmp_path / "bank"
+    shutil.copytree(bank, b, ignore=shutil.ignore_patterns("train-state", "base.safetensors"))
+    monkeypatch.setattr(cal, "BLIND_CHANGE_LIMIT", -1.0)  # nothing qualifies: blind falls back to weight 0
+    cal.calibrate_bank(b, open_dataset(dataset).pairs("val")[:2])
+    assert json.loads((b / "manifest.json").read_text())["correction_weight"]["blind"] == 0.0
 
 
 def test_weight_zero_falls_back_to_nearest_fill(bank, dataset, tmp_path):
