@@ -214,7 +214,7 @@ def _guided_finish(probs: torch.Tensor, best: torch.Tensor, nearest: torch.Tenso
     present = torch.nonzero(in_play)[:, 0]  # (C,)
     slot = torch.full((K,), -1, dtype=torch.long)
     slot[present] = torch.arange(len(present))
-    known = F.one_hot(slot[nearest], len(present)).permute(2, 0, 1).float()  # (C, H, W)
+    known = torch.zeros(len(present), *nearest.shape).scatter_(0, slot[nearest][None], 1.0)  # (C, H, W) one-hot
     rgb = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0  # (3, H, W)
     guide = ImageGuide(rgb, where, grid=grid)
     maps = known.clone()
