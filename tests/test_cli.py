@@ -32,6 +32,8 @@ def test_repair_exit_codes(dataset, bank, tmp_path):
     assert r.exit_code == 2 and "images folder not found" in r.output
     r = runner.invoke(app, ["repair", str(labels), "--images", str(images), "--bank", str(tmp_path)])
     assert r.exit_code == 1 and "not a labelfix bank" in r.output
+    r = runner.invoke(app, ["repair", str(labels), "--images", str(images), "--bank", str(bank), "--workers", "-1"])
+    assert r.exit_code == 2 and "--workers" in r.output
 
 
 def test_repair_json_output(dataset, bank, tmp_path):
