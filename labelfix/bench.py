@@ -39,7 +39,8 @@ class BenchSettings:
     strategy: str = "background-first"
     device: str = "auto"
     batch_size: int = 8
-    limit: int | None = None                # first N images of the split
+    limit: int | None = None                # first N images of the split (after `skip`)
+    skip: int = 0                           # leave out the first N, e.g. the labels that calibrated the bank
     crf: bool = True                         # run the dense-CRF baseline when pydensecrf2 is installed
     speed: bool = True
 
@@ -76,7 +77,9 @@ def bench(s: BenchSettings, progress: Callable[[dict], None] | None = None) -> B
     if any(not 0.0 < r < 1.0 for r in ratios):
         raise UsageError(f"--ratios {ratios}: each must be between 0 and 1")
     device = pick_device(s.device)
-    pairs = ds.pairs(s.split)[: s.limit]
+    if s.skip < 0:
+        raise UsageError(f"--skip {s.skip}: must be 0 or more")
+    pairs = ds.pairs(s.split)[s.skip:][: s.limit]
     classes = ds.classes
     K = classes.num_classes
     use_crf = s.crf and crf_available()
@@ -111,7 +114,7 @@ def bench(s: BenchSettings, progress: Callable[[dict], None] | None = None) -> B
         settings={k: (str(v) if isinstance(v, Path) else v) for k, v in s.__dict__.items()},
         bank={"path": str(bank.path), "manifest_sha256": bank.manifest_sha256, "ratios": bank.ratios,
               "config": bank.config.to_dict()},
-        data={"path": str(s.data), "split": s.split, "images": len(data), "classes": list(classes.names)},
+        data={"path": str(s.data), "split": s.split, "skip": s.skip, "images": len(data), "classes": list(classes.names)},
         methods=methods, rows=rows, speed=speed, notes=notes)
 
 

@@ -6,6 +6,7 @@ import torch
 
 from labelfix.baselines import leave_as_background, nearest_label
 from labelfix.bench import BenchSettings, bench
+from labelfix.errors import UsageError
 from labelfix.metrics import confusion, iou_per_class, mean_iou
 
 
@@ -68,3 +69,12 @@ def test_bench_on_classes_without_background(tmp_path, bank):
     mi, _ = prepare(img, lab, b, ratio=0.25, policy="replace")
     # the removed patches are the unlabelled ones on the left
     assert mi.removed_full[:, :16].all() and not mi.removed_full[:, 24:].any()
+
+
+def test_skip_leaves_out_the_first_labels(dataset, bank):
+    def images(**kw):
+        return bench(BenchSettings(data=dataset, bank=str(bank), ratios=(0.5,), device="cpu", crf=False,
+                                   speed=False, **kw)).data["images"]
+    assert images() == 6 and images(skip=2) == 4 and images(skip=2, limit=3) == 3
+    with pytest.raises(UsageError, match="--skip"):
+        images(skip=-1)

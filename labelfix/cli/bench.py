@@ -25,6 +25,8 @@ def bench(
     device: str = typer.Option("auto", "--device"),
     batch_size: int = typer.Option(8, "--batch-size"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N images of the split."),
+    skip: int = typer.Option(0, "--skip", help="Leave out the first N images of the split (the bundled bank was "
+                                               "calibrated on the first 64 VOC val labels: --skip 64 is held out)."),
     no_speed: bool = typer.Option(False, "--no-speed", help="Skip the throughput measurement."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write every figure to this JSON file."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of PA-mIoU against mask ratio."),
@@ -32,7 +34,8 @@ def bench(
     if metric not in METRICS:
         raise UsageError(f"--metric {metric}: choose one of {', '.join(METRICS)}")
     s = BenchSettings(data=data, bank=bank, split=split, ratios=parse_floats(ratios, "--ratios") if ratios else None,
-                      strategy=strategy, device=device, batch_size=batch_size, limit=limit, speed=not no_speed)
+                      strategy=strategy, device=device, batch_size=batch_size, limit=limit, skip=skip,
+                      speed=not no_speed)
     with console.status("benchmarking...") as status:
         def on_event(e):
             if e["event"] == "batch":
