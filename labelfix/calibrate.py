@@ -85,6 +85,7 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0, progress=
                 corr, = run_model(bank, [mi], device, calibrated=False)
                 where = torch.from_numpy(mi.removed_full if scored is None else scored)
                 undamaged = None if damage is None else ~damage & (label >= 0)
+                n_undamaged = 0 if undamaged is None else int(undamaged.sum())
                 for w in WEIGHTS:
                     for g in GUIDED:
                         pred, _ = finish_labels(corr.scaled(w, g), damaged, mi.hidden_full, allowed, image)
@@ -92,7 +93,7 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0, progress=
                         if undamaged is not None:
                             counts = changes[(case, w, g)]
                             counts[0] += int((pred[undamaged] != damaged[undamaged]).sum())
-                            counts[1] += int(undamaged.sum())
+                            counts[1] += n_undamaged
         if progress:
             progress({"event": "calibrate-step", "done": done, "total": len(pairs)})
     # a mode with no case (blind repair of a bank without a background class) keeps the whole correction

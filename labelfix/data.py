@@ -148,20 +148,19 @@ def resize_pair(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.nda
 class TrainSamples(torch.utils.data.Dataset):
     """Image/label pairs held in memory, with the paper's augmentation (random crop, resize, flip).
 
-    An item is addressed by its index, or by (index, epoch): the crop is a function of the seed, the
-    epoch and the index, so loader workers that outlive an epoch (persistent workers) still draw new
-    crops each epoch when the sampler tags the indices (EpochTaggedSampler)."""
+    An item is addressed by (index, epoch), or by its index alone (epoch 0): the crop is a function of
+    the seed, the epoch and the index, so loader workers that outlive an epoch (persistent workers)
+    still draw new crops each epoch when the sampler tags the indices (EpochTaggedSampler)."""
 
     def __init__(self, pairs, classes: ClassSet, size: int, augment: bool, seed: int = 0):
         self.data = [load_pair(i, l, classes) for i, l in pairs]
         self.size, self.augment, self.seed = size, augment, seed
-        self.epoch = 0
 
     def __len__(self):
         return len(self.data)
 
     def __getitem__(self, key):
-        i, epoch = key if isinstance(key, tuple) else (key, self.epoch)
+        i, epoch = key if isinstance(key, tuple) else (key, 0)
         image, label = self.data[i]
         if self.augment:
             rng = np.random.default_rng((self.seed, epoch, i))

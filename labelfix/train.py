@@ -399,9 +399,8 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
             "val": final_val,
         })
         if s.calibrate_images:
-            from .calibrate import calibrate_bank
+            from .calibrate import calibrate_bank, setting_name
             progress({"event": "calibrate", "images": min(s.calibrate_images, len(val_pairs))})
-            from .calibrate import setting_name
             scores = calibrate_bank(out, val_pairs[: s.calibrate_images], device, seed=s.seed, progress=progress)
             man = json.loads((out / "manifest.json").read_text())
             chosen = {m: setting_name(man["correction_weight"][m], man["guided_filter"][m]) for m in scores}
