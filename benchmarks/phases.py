@@ -4,7 +4,7 @@ Prepares the first N labels of a folder (decode, resize, decide what to remove),
 batches of 8, finishes each label at full size (prior, guided filter) and encodes it as PNG, timing
 each stage alone. Pair it with benchmarks/throughput.py to see how well the pipeline overlaps them.
 
-    python benchmarks/phases.py LABELS --images IMAGES [--missing 255] [--n 32] [--bank checkpoints/voc]
+    python benchmarks/phases.py LABELS --images IMAGES [--missing 255] [--n 32] [--bank checkpoints/voc] [--precision fp32]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ def main():
     ap.add_argument("--missing", type=int, action="append", default=[])
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--bank", default=None)
+    ap.add_argument("--precision", default="auto", help="the model's: auto, fp32 or bf16")
     a = ap.parse_args()
     torch.set_num_threads(1)
     s = RepairSettings(labels=Path(a.labels), images=Path(a.images), missing=tuple(a.missing), bank=a.bank)
@@ -36,11 +37,11 @@ def main():
     t = time.perf_counter()
     items = [it for it in (_prepare_one(f, s, bank) for f in files) if it.model_input is not None]
     spent["prepare"] = time.perf_counter() - t
-    run_model(bank, [i.model_input for i in items[:8]], "cpu")  # warm-up
+    run_model(bank, [i.model_input for i in items[:8]], "cpu", precision=a.precision)  # warm-up
     corrections = []
     t = time.perf_counter()
     for b in range(0, len(items), 8):
-        corrections += run_model(bank, [i.model_input for i in items[b:b + 8]], "cpu")
+        corrections += run_model(bank, [i.model_input for i in items[b:b + 8]], "cpu", precision=a.precision)
     spent["model"] = time.perf_counter() - t
     for it, c in zip(items, corrections):
         t = time.perf_counter()

@@ -12,7 +12,8 @@ dataset-level confusion matrices (void excluded):
 For the two --missing cases, nearest-label fill and a dense CRF (if pydensecrf2 is installed) fill the
 same pixels. For the blind cases, the share of undamaged pixels that repair changed is reported too.
 
-    python benchmarks/repair_quality.py --data path/to/voc2012 [--bank checkpoints/voc] [--skip N] [--limit N] [--json out.json]
+    python benchmarks/repair_quality.py --data path/to/voc2012 [--bank checkpoints/voc] [--skip N] [--limit N]
+        [--side 500] [--json out.json]
 
 --skip 64 leaves out the 64 val labels that calibrated the bundled bank (strictly held out).
 """
@@ -73,15 +74,23 @@ def drop_objects(label, rng):
     return dropped
 
 
-def damage_all(pairs, seed):
+def damage_all(pairs, seed, side=None, folder=None):
+    """The four damaged versions of every label. With `side`, image and label are first brought to that
+    longer side (bicubic, nearest; the images written to `folder`), e.g. 500 for VOC's original size."""
     rng = np.random.default_rng(seed)
     out = []
     for img_path, lab_path in pairs:
         lf = read_label(lab_path)
         lab = lf.values
+        if side:
+            im = Image.open(img_path).convert("RGB")
+            size = tuple(round(v * side / max(im.size)) for v in im.size)
+            img_path = Path(folder) / img_path.name
+            im.resize(size, Image.BICUBIC).save(img_path, quality=95)
+            lab = np.array(Image.fromarray(lab).resize(size, Image.NEAREST))
         b = blocks(lab.shape, rng)
         out.append({
-            "stem": lab_path.stem, "image": img_path, "truth": lab, "palette": lf.palette,
+            "stem": lab_path.stem, "image": Path(img_path), "truth": lab, "palette": lf.palette,
             "missing-blocks": (np.where(b, IGNORE, lab), b),
             "paper-cells": (np.where(paper_cells(lab), IGNORE, lab), paper_cells(lab)),
             "zero-blocks": (np.where(b, 0, lab), b),
@@ -153,16 +162,18 @@ def main():
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--skip", type=int, default=0, help="leave out the first N labels of the split")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--side", type=int, default=None, help="bring images and labels to this longer side first "
+                                                          "(e.g. 500, VOC's original size)")
     ap.add_argument("--no-crf", action="store_true")
     ap.add_argument("--cases", default="missing-blocks,paper-cells,zero-blocks,dropped-objects")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     ds = open_dataset(a.data)
     K = ds.classes.num_classes
-    items = damage_all(ds.pairs(a.split)[a.skip:][: a.limit], a.seed)
     crf = crf_available() and not a.no_crf
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        items = damage_all(ds.pairs(a.split)[a.skip:][: a.limit], a.seed, a.side, tmp)
         for case in a.cases.split(","):
             row = run_case(items, case, a.bank, Path(tmp), case in ("missing-blocks", "paper-cells"), crf, K)
             rows.append(row)

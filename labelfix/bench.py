@@ -21,7 +21,7 @@ from . import __version__
 from .bank import Bank, load_bank
 from .baselines import crf_available, dense_crf, leave_as_background, nearest_label
 from .data import load_pair, open_dataset
-from .device import pick_device
+from .device import pick_device, resolve_precision
 from .errors import UsageError
 from .masking import STRATEGIES
 from .metrics import confusion, iou_per_class, mean_iou, pixel_accuracy
@@ -39,6 +39,7 @@ class BenchSettings:
     strategy: str = "background-first"
     device: str = "auto"
     batch_size: int = 8
+    precision: str = "auto"                 # the model's: auto, fp32 or bf16 (device.resolve_precision)
     limit: int | None = None                # first N images of the split (after `skip`)
     skip: int = 0                           # leave out the first N, e.g. the labels that calibrated the bank
     crf: bool = True                         # run the dense-CRF baseline when pydensecrf2 is installed
@@ -77,6 +78,7 @@ def bench(s: BenchSettings, progress: Callable[[dict], None] | None = None) -> B
     if any(not 0.0 < r < 1.0 for r in ratios):
         raise UsageError(f"--ratios {ratios}: each must be between 0 and 1")
     device = pick_device(s.device)
+    resolve_precision(s.precision, device)  # a usage error if unknown
     if s.skip < 0:
         raise UsageError(f"--skip {s.skip}: must be 0 or more")
     pairs = ds.pairs(s.split)[s.skip:][: s.limit]
@@ -92,7 +94,7 @@ def bench(s: BenchSettings, progress: Callable[[dict], None] | None = None) -> B
         for start in range(0, len(data), s.batch_size):
             chunk = data[start:start + s.batch_size]
             prepared = [prepare(img, lab, bank, ratio=r, strategy=s.strategy, policy="replace") for img, lab in chunk]
-            probs = run_model(bank, [mi for mi, _ in prepared], device)
+            probs = run_model(bank, [mi for mi, _ in prepared], device, precision=s.precision)
             for (img, lab), (mi, _), p in zip(chunk, prepared, probs):
                 unknown = mi.removed_full
                 pred, _ = finish_labels(p, lab, mi.hidden_full, unknown, img)
@@ -121,12 +123,12 @@ def bench(s: BenchSettings, progress: Callable[[dict], None] | None = None) -> B
 def measure_speed(bank: Bank, data, device, s: BenchSettings, ratio: float) -> dict:
     """Images/s of the model alone (prepared batches) and of the whole repair path (files in, files out)."""
     prepared = [prepare(img, lab, bank, ratio=ratio)[0] for img, lab in data[: max(s.batch_size * 4, 16)]]
-    run_model(bank, prepared[: s.batch_size], device)  # warm-up
+    run_model(bank, prepared[: s.batch_size], device, precision=s.precision)  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     for i in range(0, len(prepared), s.batch_size):
-        run_model(bank, prepared[i:i + s.batch_size], device)
+        run_model(bank, prepared[i:i + s.batch_size], device, precision=s.precision)
     if device.type == "cuda":
         torch.cuda.synchronize()
     model_ips = len(prepared) / (time.perf_counter() - t0)
@@ -143,6 +145,6 @@ def measure_speed(bank: Bank, data, device, s: BenchSettings, ratio: float) -> d
             Image.fromarray(np.where(lab < 0, bank.classes.ignore_index, lab).astype(np.uint8)).save(lab_dir / f"{i:05d}.png")
             Image.fromarray(img).save(img_dir / f"{i:05d}.jpg", quality=95)
         res = repair(RepairSettings(labels=lab_dir, images=img_dir, out=Path(tmp) / "out", bank=str(bank.path),
-                                    device=str(device), batch_size=s.batch_size))
-    return {"device": str(device), "batch_size": s.batch_size, "model_images_per_s": round(model_ips, 2),
+                                    device=str(device), batch_size=s.batch_size, precision=s.precision))
+    return {"device": str(device), "precision": resolve_precision(s.precision, device), "batch_size": s.batch_size, "model_images_per_s": round(model_ips, 2),
             "repair_images_per_s": res.totals["images_per_s"], "repair_images": n, "torch_threads": torch.get_num_threads()}

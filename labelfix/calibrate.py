@@ -82,7 +82,7 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0, progress=
             for case, (damaged, missing, ratio, policy, scored, damage) in \
                     enumerate(_cases(label, mode, bank.ratios, bg, gen)):
                 mi, allowed = prepare(image, damaged, bank, missing=missing, ratio=ratio, policy=policy)
-                corr, = run_model(bank, [mi], device, calibrated=False)
+                corr, = run_model(bank, [mi], device, calibrated=False, precision="fp32")
                 where = torch.from_numpy(mi.removed_full if scored is None else scored)
                 undamaged = None if damage is None else ~damage & (label >= 0)
                 n_undamaged = 0 if undamaged is None else int(undamaged.sum())

@@ -14,9 +14,9 @@ from PIL import Image
 
 from .bank import Bank
 from .masking import expand_mask, patch_mean, patches_touching, strategy_mask
-from .device import autocast
+from .device import inference_autocast
 from .fuse import one_hot
-from .guided import ImageGuide, pixel_grid, sample_at
+from .guided import ImageGuide, pixel_grid_at, sample_at
 from .propagate import nearest_fill
 
 
@@ -130,14 +130,16 @@ class Correction:
 
 
 @torch.no_grad()
-def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = True) -> list[Correction]:
+def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = True,
+              precision: str = "auto") -> list[Correction]:
     """The model's correction to the prior, per item; items are grouped by ratio.
 
     The nearest-label prior term is taken out here and added back at the original size by
     `finish_labels`, so labels keep full-resolution detail where the model does not disagree. The
     correction is scaled by the bank's calibrated weight for the item's repair mode (calibrate.py),
-    unless `calibrated` is False.
+    unless `calibrated` is False. precision: auto, fp32 or bf16 (device.resolve_precision).
     """
+    device = torch.device(device)
     out: list = [None] * len(items)
     for ratio in sorted({it.ratio for it in items}):
         idx = [i for i, it in enumerate(items) if it.ratio == ratio]
@@ -147,7 +149,7 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
         removed = torch.stack([items[i].removed for i in idx]).to(device)
         editable = torch.stack([items[i].editable for i in idx]).to(device)
         nearest = nearest_fill(label, with_distance=True)  # computed once: the model's input and its prior
-        with autocast(torch.device(device)):
+        with inference_autocast(device, precision):
             logits = model(image, label, removed, editable, nearest=nearest).float()
         scale = 0.0
         if model.prior_scale is not None:
@@ -178,52 +180,126 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
     if not allowed.any():
         return pred, conf
     where = torch.from_numpy(allowed)
-    grid = pixel_grid(where)  # shared by the upsampling here and the guided filter
-    logits = sample_at(correction.logits, grid)  # (K, N): only the pixels being decided
+    index = torch.nonzero(where.flatten())[:, 0]  # (N,) flat positions of the decided pixels
+    grid = pixel_grid_at(index, (H, W))  # shared by the upsampling here and the guided filter
     nearest = None
     if correction.prior_weight or (correction.guided and image is not None):
         # every pixel is within `reach` model pixels of a known one; at full size that bounds the
         # search (plus a cell and a half for the model grid's coarser sampling of the holes)
         cell = max(H, W) / correction.logits.shape[-1]
         bound = (correction.reach + 1.5) * cell + 2
-        known_label = torch.from_numpy(np.where(hidden, -1, label))[None]
-        # at full size the rare near-tie the mending passes would settle does not matter: skip them
-        nearest = nearest_fill(known_label, max_distance=bound, mend=False)[0]  # (H, W)
-    logits = logits.t().contiguous()  # (N, K): reductions over classes run along memory
+        nearest = nearest_known_label(label, hidden, bound).flatten()  # (H*W,)
+    K = correction.logits.shape[0]
+    # only the classes that can win somewhere are upsampled (usually 2 to 5 of K); the others enter
+    # the softmax as one channel, the log-sum-exp of their logits
+    in_play = classes_that_can_win(correction.logits, grid)
+    known_classes = None
+    if nearest is not None:
+        known_classes = torch.bincount(nearest, minlength=K) > 0  # (K,)
+        in_play |= known_classes
+    present = torch.nonzero(in_play)[:, 0]  # (C,)
+    maps = correction.logits[present]  # (C, S, S)
+    if len(present) < K:
+        maps = torch.cat([maps, correction.logits[~in_play].logsumexp(0, keepdim=True)])  # (C+1, S, S)
+    logits = sample_at(maps, grid)  # (C[+1], N)
     if correction.prior_weight:
-        logits[torch.arange(logits.shape[0]), nearest[where]] += correction.prior_weight
-    probs = logits.softmax(1)  # (N, K)
+        slot = torch.full((K,), -1, dtype=torch.long)
+        slot[present] = torch.arange(len(present))
+        rows = slot.index_select(0, nearest.index_select(0, index))  # (N,) each pixel's nearest class's row
+        logits.scatter_add_(0, rows[None], torch.full((1, len(index)), float(correction.prior_weight)))
+    # softmax over the few class rows, written out: torch's softmax is slow along a short dimension
+    logits -= logits.amax(0)
+    probs = logits.exp_()
+    probs = (probs[:len(present)] / probs.sum(0)).t()  # (N, C)
     c, p = probs.max(1)
     if correction.guided and image is not None:
-        c, p = _guided_finish(probs, p, nearest, where, grid, image)
+        c, p = _guided_finish(probs, present, p, nearest, known_classes, where, index, grid, image)
+    else:
+        p = present.index_select(0, p)
     pred[allowed] = p.numpy()
     conf[allowed] = c.numpy()
     return pred, conf
 
 
-def _guided_finish(probs: torch.Tensor, best: torch.Tensor, nearest: torch.Tensor, where: torch.Tensor,
-                   grid: torch.Tensor, image: np.ndarray):
+HALF_SIZE_ABOVE = 256  # images whose longer side exceeds this get the nearest known label at half size
+
+
+def nearest_known_label(label: np.ndarray, hidden: np.ndarray, bound: float) -> torch.Tensor:
+    """(H, W) long: every hidden pixel gets the label of its nearest known pixel; known pixels keep theirs.
+
+    label (H, W) model indices; hidden (H, W) bool; bound: no pixel is farther than this from a known one.
+    Large images are searched at half size, on 2 x 2 blocks that are known where any of their pixels
+    is; that moves the line between two nearest labels by a pixel or so and costs a quarter.
+    """
+    known_label = torch.from_numpy(np.where(hidden, -1, label))  # (H, W)
+    H, W = label.shape
+    if max(H, W) <= HALF_SIZE_ABOVE:
+        # at full size the rare near-tie the mending passes would settle does not matter: skip them
+        return nearest_fill(known_label[None], max_distance=bound, mend=False)[0]
+    even = F.pad(known_label, (0, W % 2, 0, H % 2), value=-1)
+    # a block's label: its top-left pixel's if known, else the largest known in it (-1: none known)
+    top_left = even[0::2, 0::2]
+    largest = torch.maximum(torch.maximum(top_left, even[0::2, 1::2]), torch.maximum(even[1::2, 0::2], even[1::2, 1::2]))
+    block_label = torch.where(top_left >= 0, top_left, largest)  # (h, w)
+    half = nearest_fill(block_label[None], max_distance=bound / 2 + 1, mend=False)[0]  # (h, w)
+    up = half.repeat_interleave(2, 0).repeat_interleave(2, 1)[:H, :W]
+    return torch.where(known_label >= 0, known_label, up)
+
+
+def classes_that_can_win(logits: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """(K,) bool: the classes that can be the most probable at some pixel of `grid` after upsampling.
+
+    logits (K, S, S) at the model grid; grid a `pixel_grid`. Between four neighbouring model pixels the
+    upsampled logits are bilinear, so a class whose largest corner value is below another class's
+    smallest corner value loses everywhere inside that cell. Adding the one-hot prior only helps its
+    own class, which the caller keeps in play anyway.
+    """
+    K, S, _ = logits.shape
+    if S < 2:
+        return torch.ones(K, dtype=torch.bool)
+    # the cell (pair of model rows and columns) each pixel falls in; border padding clamps to the edge
+    xy = ((grid.view(-1, 2) + 1) * S - 1) / 2
+    cell = xy.floor().long().clamp_(0, S - 2)
+    used = torch.zeros(S - 1, S - 1, dtype=torch.bool)
+    used[cell[:, 1], cell[:, 0]] = True
+    y, x = torch.nonzero(used, as_tuple=True)
+    top_left = y * S + x  # (M,) flat index of each used cell's first corner
+    flat = logits.flatten(1)
+    corners = flat.index_select(1, torch.cat([top_left, top_left + 1, top_left + S, top_left + S + 1]))
+    corners = corners.view(K, 4, -1)  # (K, 4, M)
+    high, low = corners.amax(1), corners.amin(1)  # (K, M)
+    return (high >= low.amax(0) - 1e-4).any(1)
+
+
+def _guided_finish(probs: torch.Tensor, classes: torch.Tensor, best: torch.Tensor, nearest: torch.Tensor,
+                   known_classes: torch.Tensor, where: torch.Tensor, index: torch.Tensor, grid: torch.Tensor,
+                   image: np.ndarray):
     """Guided-filter the class maps of the classes in play; -> (confidence, class) per decided pixel.
 
-    probs (N, K) at the decided pixels and best (N,) their most probable class; nearest (H, W) the
-    nearest known label; where (H, W) bool and grid its `pixel_grid`; image (H, W, 3) uint8.
+    probs (N, C) at the decided pixels for the classes `classes` (C,), best (N,) the column of the
+    most probable; nearest (H*W,) the nearest known label, known_classes (K,) bool the classes in it
+    (all among `classes`); where (H, W) bool, index (N,) its flat positions and grid its
+    `pixel_grid`; image (H, W, 3) uint8.
     """
     # only classes that are known nearby or that the model proposes take part (usually 2 to 5)
-    K = probs.shape[1]
-    in_play = (torch.bincount(nearest.flatten(), minlength=K) > 0) | (torch.bincount(best, minlength=K) > 0)
-    present = torch.nonzero(in_play)[:, 0]  # (C,)
-    slot = torch.full((K,), -1, dtype=torch.long)
-    slot[present] = torch.arange(len(present))
-    known = torch.zeros(len(present), *nearest.shape).scatter_(0, slot[nearest][None], 1.0)  # (C, H, W) one-hot
-    rgb = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0  # (3, H, W)
-    guide = ImageGuide(rgb, where, grid=grid)
-    maps = known.clone()
-    maps[:, where] = probs[:, present].t()
-    pick = guide.filter(maps).max(0).indices  # (N,); max is faster than argmax here
+    in_play = known_classes[classes] | (torch.bincount(best, minlength=len(classes)) > 0)
+    present = torch.nonzero(in_play)[:, 0]  # (G,) columns of probs
+    G = len(present)
+    column = torch.full(known_classes.shape, -1, dtype=torch.long)  # class -> its column among the G
+    column[classes[present]] = torch.arange(G)
+    rgb = torch.from_numpy(image).permute(2, 0, 1).contiguous().float().div_(255.0)  # (3, H, W)
+    guide = ImageGuide(rgb, where, grid=grid, index=index)
+    # the maps are the known labels' one-hot outside the hole and the model's values inside it; only
+    # their per-cell sums are needed: those of the known part are counted once (the hole's pixels go
+    # to a spare slot), those of the hole are added per pass
+    cells = guide.area.numel()
+    slot_of = torch.where(guide.where, cells * G, guide.cell * G + column.index_select(0, nearest))
+    known = torch.zeros(cells * G + 1).scatter_add_(0, slot_of, torch.ones(slot_of.shape))[:-1].view(cells, G)
+    pick = guide.filter_small(guide.shrink_sparse(known, probs[:, present])).max(0).indices  # (N,)
     # a second pass over the first pass's hard decisions settles boundaries further from the known
     # labels (VOC val, labelfix bench: +0.3 / +1.8 / +1.0 PA-mIoU at ratios 0.3 / 0.5 / 0.7; about
     # neutral on erased blocks)
-    known[:, where] = F.one_hot(pick, len(present)).t().float()
-    chosen = present[guide.filter(known).max(0).indices]  # (N,)
+    hard = F.one_hot(pick, G).float()  # (N, G)
+    chosen = present.index_select(0, guide.filter_small(guide.shrink_sparse(known, hard)).max(0).indices)  # (N,)
     # the confidence stays the model's probability for the class chosen
-    return probs.gather(1, chosen[:, None])[:, 0], chosen
+    return probs.gather(1, chosen[:, None])[:, 0], classes.index_select(0, chosen)

@@ -27,7 +27,7 @@ from . import __version__
 from .bank import Bank, atomic_write_bytes, load_bank
 from .classes import ClassSet, cityscapes_to_train_ids, is_cityscapes_label_ids, train_ids_to_cityscapes
 from .data import IMAGE_EXTS, LabelFile, find_image, read_image, read_label
-from .device import pick_device
+from .device import pick_device, resolve_precision
 from .errors import InputFileError, UsageError
 from .predict import ModelInput, background_fraction, finish_labels, prepare, run_model
 
@@ -54,6 +54,7 @@ class RepairSettings:
     overwrite: bool = False
     shard: tuple[int, int] | None = None  # (i, n): this process repairs the files with hash % n == i
     workers: int = 0                      # decode/finish threads; 0 = one per CPU core (at most 16)
+    precision: str = "auto"               # the model's: auto = bf16 where the device does it natively
 
 
 @dataclass
@@ -121,6 +122,7 @@ def check_settings(s: RepairSettings) -> Path:
         raise UsageError(f"--ratio {s.ratio}: must be between 0 and 1, or auto")
     if s.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    resolve_precision(s.precision, torch.device("cpu"))  # a usage error if unknown
     if s.workers < 0:
         raise UsageError("--workers must be 0 (one per CPU core) or more")
     if s.shard is not None and not (s.shard[1] >= 1 and 0 <= s.shard[0] < s.shard[1]):
@@ -216,8 +218,9 @@ def _finish_one(item: _Prepared, probs, s: RepairSettings, bank: Bank, out: Path
     written = pred[change]
     new_values[change] = train_ids_to_cityscapes(written) if is_cityscapes_label_ids(item.path.name) else written
     row.pixels_changed = int(change.sum())
-    before = set(np.unique(item.index[item.index >= 0]).tolist())
-    after = set(np.unique(pred[change]).tolist()) if row.pixels_changed else set()
+    K = bank.classes.num_classes
+    before = set(np.flatnonzero(np.bincount(item.index.ravel() + 1, minlength=K + 1)[1:]).tolist())  # -1 = none
+    after = set(np.flatnonzero(np.bincount(written.ravel(), minlength=K)).tolist()) if row.pixels_changed else set()
     row.classes_added = ";".join(bank.classes.names[c] for c in sorted(after - before))
     row.mean_confidence = round(float(conf[change].mean()), 4) if row.pixels_changed else None
     held_back = int((item.allowed & ~confident).sum())
@@ -259,8 +262,9 @@ def repair(s: RepairSettings, progress: Callable[[dict], None] | None = None) ->
             rows.append(row)
         else:
             todo.append(f)
+    runtime = {"device": str(device), "precision": resolve_precision(s.precision, device)}
     progress({"event": "start", "files": len(files), "todo": len(todo), "skipped": len(files) - len(todo),
-              "out": str(out), "device": str(device)})
+              "out": str(out), **runtime})
     t_start = time.perf_counter()
 
     window = max(2, 3 * s.batch_size)  # files being decoded ahead of inference
@@ -277,7 +281,7 @@ def repair(s: RepairSettings, progress: Callable[[dict], None] | None = None) ->
     rows.sort(key=lambda r: order.get(r.file, len(order)))
     seconds = time.perf_counter() - t_start
     totals = _totals(rows, seconds)
-    report_path = write_report(out, s, bank, rows, totals)
+    report_path = write_report(out, s, bank, rows, totals, runtime)
     if s.preview and not s.dry_run:
         from .preview import write_preview_page
         write_preview_page(out, rows)
@@ -323,7 +327,7 @@ def _run_pipeline(s: RepairSettings, bank: Bank, device, out: Path, todo: list[P
                     batch.append(item)
                 refill()
             if batch:
-                corrections = run_model(bank, [b.model_input for b in batch], device)
+                corrections = run_model(bank, [b.model_input for b in batch], device, precision=s.precision)
                 for item, c in zip(batch, corrections):
                     finishing.append(pool.submit(_finish_safely, item, c, s, bank, out))
             collect(block_over=2 * s.batch_size)
@@ -368,12 +372,14 @@ def _previous_rows(out: Path) -> dict[str, dict]:
     return rows
 
 
-def write_report(out: Path, s: RepairSettings, bank: Bank, rows: list[ImageRow], totals: dict) -> Path:
+def write_report(out: Path, s: RepairSettings, bank: Bank, rows: list[ImageRow], totals: dict,
+                 runtime: dict | None = None) -> Path:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()}
     report = {
         "labelfix_version": __version__,
         "settings": settings,
         "bank": {"path": str(bank.path), "manifest_sha256": bank.manifest_sha256, "ratios": bank.ratios},
+        "runtime": runtime or {},  # the device and model precision this run used
         "totals": totals,
         "rows": [asdict(r) for r in rows],
     }

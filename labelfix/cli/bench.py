@@ -24,6 +24,7 @@ def bench(
     strategy: str = typer.Option("background-first", "--strategy", help="background-first, random or label-first."),
     device: str = typer.Option("auto", "--device"),
     batch_size: int = typer.Option(8, "--batch-size"),
+    precision: str = typer.Option("auto", "--precision", help="Model precision: auto (bf16 on CUDA or a CPU with native bf16), fp32 or bf16."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N images of the split."),
     skip: int = typer.Option(0, "--skip", help="Leave out the first N images of the split (the bundled bank was "
                                                "calibrated on the first 64 VOC val labels: --skip 64 is held out)."),
@@ -34,7 +35,7 @@ def bench(
     if metric not in METRICS:
         raise UsageError(f"--metric {metric}: choose one of {', '.join(METRICS)}")
     s = BenchSettings(data=data, bank=bank, split=split, ratios=parse_floats(ratios, "--ratios") if ratios else None,
-                      strategy=strategy, device=device, batch_size=batch_size, limit=limit, skip=skip,
+                      strategy=strategy, device=device, batch_size=batch_size, precision=precision, limit=limit, skip=skip,
                       speed=not no_speed)
     with console.status("benchmarking...") as status:
         def on_event(e):
@@ -61,7 +62,7 @@ def bench(
     results.print(table)
     if result.speed:
         sp = result.speed
-        console.print(f"speed on {sp['device']} (batch {sp['batch_size']}): model {sp['model_images_per_s']} img/s, "
+        console.print(f"speed on {sp['device']} ({sp['precision']}, batch {sp['batch_size']}): model {sp['model_images_per_s']} img/s, "
                       f"whole repair path {sp['repair_images_per_s']} img/s")
     for n in result.notes:
         console.print(f"note: {n}")

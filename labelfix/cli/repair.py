@@ -36,6 +36,7 @@ def repair(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     batch_size: int = typer.Option(8, "--batch-size", help="Labels per model batch."),
     workers: int = typer.Option(0, "--workers", help="Threads that decode, finish and write (0: one per CPU core)."),
+    precision: str = typer.Option("auto", "--precision", help="Model precision: auto (bf16 on CUDA or a CPU with native bf16), fp32 or bf16."),
     preview: bool = typer.Option(False, "--preview", help="Write preview.html with before/after overlays."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write only the report, no labels."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo files already in the output folder."),
@@ -55,7 +56,7 @@ def repair(
                               ratio=None if ratio == "auto" else _float(ratio, "--ratio"), policy=policy,
                               min_confidence=min_confidence, device=device, batch_size=batch_size,
                               preview=preview, dry_run=dry_run, overwrite=overwrite, shard=_shard(shard),
-                              workers=workers)
+                              workers=workers, precision=precision)
     bar = Progress(TextColumn("repairing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
                    TimeRemainingColumn(), console=console, disable=quiet or as_json, transient=True)
     task = None

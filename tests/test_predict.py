@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from labelfix.device import resolve_precision
+from labelfix.errors import UsageError
+from labelfix.guided import ImageGuide, pixel_grid, sample_at
+from labelfix.predict import Correction, classes_that_can_win, finish_labels, nearest_known_label
+from labelfix.propagate import nearest_fill
+
+
+def holes(shape, seed, coverage=0.3):
+    rng = np.random.default_rng(seed)
+    H, W = shape
+    m = np.zeros(shape, bool)
+    while m.mean() < coverage:
+        h, w = int(H * rng.uniform(0.1, 0.3)), int(W * rng.uniform(0.1, 0.3))
+        y, x = rng.integers(0, H - h + 1), rng.integers(0, W - w + 1)
+        m[y:y + h, x:x + w] = True
+    return m
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_classes_that_can_win_keeps_every_class_that_wins_after_upsampling(seed):
+    g = torch.Generator().manual_seed(seed)
+    # few classes strong, the rest weak: the filter must drop some and keep every winner
+    logits = torch.randn(12, 14, 14, generator=g)
+    logits[:3] += 4 * torch.rand(3, 14, 14, generator=g)
+    logits[3:6] -= 6  # never near the top
+    where = torch.rand(90, 120, generator=g) < 0.4
+    grid = pixel_grid(where)
+    winners = set(sample_at(logits, grid).argmax(0).unique().tolist())
+    kept = classes_that_can_win(logits, grid)
+    assert winners <= set(torch.nonzero(kept)[:, 0].tolist())
+    assert not kept[3:6].any()
+
+
+def reference_finish(correction, label, hidden, allowed):
+    """finish_labels without the guided filter, written the slow way: all classes upsampled."""
+    H, W = label.shape
+    full = F.interpolate(correction.logits[None], size=(H, W), mode="bilinear", align_corners=False)[0]
+    known = torch.from_numpy(np.where(hidden, -1, label))[None]
+    nearest = nearest_fill(known)[0]
+    full = full + correction.prior_weight * F.one_hot(nearest, full.shape[0]).permute(2, 0, 1)
+    probs = full.softmax(0)
+    conf, pred = probs.max(0)
+    return np.where(allowed, pred.numpy(), label), np.where(allowed, conf.numpy(), 1.0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_finish_with_the_classes_in_play_equals_the_full_softmax(seed):
+    rng = np.random.default_rng(seed)
+    H, W, K = 60, 80, 9
+    label = np.zeros((H, W), np.int64)
+    label[10:40, 20:60] = 3
+    label[30:55, 5:30] = 5
+    hidden = holes((H, W), seed)
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(K, 16, 16, generator=g)
+    logits[3] += 2.0
+    correction = Correction(logits, prior_weight=2.5, reach=16.0)
+    pred, conf = finish_labels(correction, np.where(hidden, -1, label), hidden, hidden)
+    ref_pred, ref_conf = reference_finish(correction, np.where(hidden, -1, label), hidden, hidden)
+    assert (pred != ref_pred).sum() <= 2  # ties between equally near known pixels may go either way
+    same = pred == ref_pred
+    # the classes out of play enter the softmax as one upsampled log-sum-exp: confidence is nearly exact
+    assert np.abs(conf[same] - ref_conf[same]).max() < 0.02
+    assert (pred[~hidden] == label[~hidden]).all() and (conf[~hidden] == 1).all()
+
+
+def test_nearest_known_label_at_half_size_is_within_a_pixel_or_two_of_the_exact_one():
+    H, W = 300, 420
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 4, (H // 30, W // 30)).repeat(30, 0).repeat(30, 1)
+    label[100:103, :] = 7  # a thin known line survives the half-size search
+    hidden = holes((H, W), 1, 0.4)
+    hidden[100:103, :] = False
+    got = nearest_known_label(label, hidden, bound=H + W).numpy()
+    known = torch.from_numpy(np.where(hidden, -1, label))[None]
+    exact = nearest_fill(known)[0].numpy()
+    assert (got[~hidden] == label[~hidden]).all()  # known pixels keep their label
+    wrong = hidden & (got != exact)
+    assert wrong.sum() < 0.02 * hidden.sum()
+    # every disagreement is a near tie: the label given is no more than ~2 pixels farther away
+    ys, xs = np.nonzero(~hidden)
+    for y, x in zip(*np.nonzero(wrong)):
+        d = np.hypot(ys - y, xs - x)
+        assert d[label[ys, xs] == got[y, x]].min() <= d.min() + 2.5
+    small = nearest_known_label(label[:200, :200], hidden[:200, :200], bound=400).numpy()
+    exact_small = nearest_fill(torch.from_numpy(np.where(hidden[:200, :200], -1, label[:200, :200]))[None])[0]
+    assert (small == exact_small.numpy()).mean() > 0.999  # small images: searched at full size
+
+
+def test_shrink_sparse_equals_shrinking_the_assembled_map():
+    g = torch.Generator().manual_seed(0)
+    H, W, C = 70, 90, 3
+    image = torch.rand(3, H, W, generator=g)
+    where = torch.rand(H, W, generator=g) < 0.3
+    guide = ImageGuide(image, where, work_side=32)
+    maps = torch.rand(C, H, W, generator=g)
+    outside = maps.clone()
+    outside[:, where] = 0
+    base = guide.shrink(outside).flatten(1).t() * guide.area[:, None]  # per-cell sums outside `where`
+    values = maps[:, where].t()  # (N, C)
+    assert torch.allclose(guide.shrink_sparse(base, values), guide.shrink(maps), atol=1e-5)
+    assert torch.allclose(guide.filter_small(guide.shrink(maps)), guide.filter(maps))
+
+
+def test_precision_choice():
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu) in ("fp32", "bf16")
+    with pytest.raises(UsageError, match="--precision"):
+        resolve_precision("fp8", cpu)
