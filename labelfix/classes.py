@@ -79,7 +79,10 @@ class ClassSet:
 
     def bad_values(self, values: np.ndarray) -> list[int]:
         """Values that are neither a class nor the ignore value."""
-        u = np.unique(values)
+        if values.dtype in (np.uint8, np.uint16):  # counting is much faster than sorting
+            u = np.flatnonzero(np.bincount(values.ravel()))
+        else:
+            u = np.unique(values)
         return [int(v) for v in u if not (0 <= v < self.num_classes or v == self.ignore_index)]
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def one_hot(label: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(B, H, W) long, -1 = no label -> (B, K, H, W) float; unlabelled pixels are all-zero."""
-    known = label >= 0
-    oh = F.one_hot(label.clamp(min=0), num_classes).permute(0, 3, 1, 2).float()  # (B, K, H, W)
-    return oh * known.unsqueeze(1)
+    B, H, W = label.shape
+    out = torch.zeros(B, num_classes, H, W, device=label.device)
+    # scatter writes 1 at known pixels and 0 (a no-op) at unknown ones
+    return out.scatter_(1, label.clamp(min=0).unsqueeze(1), (label >= 0).unsqueeze(1).float())
 
 
 def stack_fuse(label: torch.Tensor, image: torch.Tensor, num_classes: int) -> torch.Tensor:

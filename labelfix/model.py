@@ -113,15 +113,16 @@ class LMAE(nn.Module):
         return self.head(self.dec_norm(x)[:, 1:])  # (B, L, p*p*K)
 
     def forward(self, image: torch.Tensor, label: torch.Tensor, removed: torch.Tensor,
-                editable: torch.Tensor | None = None, nearest: tuple[torch.Tensor, torch.Tensor] | None = None
-                ) -> torch.Tensor:
+                editable: torch.Tensor | None = None, nearest: tuple[torch.Tensor, torch.Tensor] | None = None,
+                without_prior: bool = False) -> torch.Tensor:
         """image (B, 3, S, S) in [0, 1]; label (B, S, S) long, -1 = unknown; removed (B, L) bool;
         editable (B, S, S) bool: the pixels whose class is being decided (default: the unknown ones).
 
         In blind repair the background pixels of removed patches are editable but keep their label in
         the prior (they are suspect, not unknown); with explicit missing values they are unknown.
         nearest: `nearest_fill(label, with_distance=True)` when the caller has it already.
-        Returns class logits (B, K, S, S) for every pixel.
+        Returns class logits (B, K, S, S) for every pixel; with `without_prior`, less the prior term
+        prior_scale * one-hot(nearest label), which the caller adds back (at another resolution).
         """
         cfg = self.cfg
         K, p = cfg.num_classes, cfg.patch_size
@@ -141,11 +142,13 @@ class LMAE(nn.Module):
         else:
             prior, ips_source = None, image
         logits = unpatchify(self.forward_decoder(latent, ids, real, removed, ips_source), p, K)  # (B, K, S, S)
-        if prior is not None:
-            logits = logits + self.prior_scale * prior
+        with_prior = logits if prior is None else logits + self.prior_scale * prior
         if self.refine is not None:
             zeros = torch.zeros_like(image[:, :1]).expand(-1, K, -1, -1) if prior is None else prior
-            logits = logits + self.refine(image, zeros, guide, logits)
+            residual = self.refine(image, zeros, guide, with_prior)
+            logits = logits + residual if without_prior else with_prior + residual
+        elif not without_prior:
+            logits = with_prior
         if not self.training:
             logits = logits + self.logit_bias.view(1, -1, 1, 1)
         return logits

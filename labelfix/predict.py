@@ -15,7 +15,6 @@ from PIL import Image
 from .bank import Bank
 from .masking import expand_mask, patch_mean, patches_touching, strategy_mask
 from .device import inference_autocast
-from .fuse import one_hot
 from .guided import ImageGuide, pixel_grid_at, sample_at
 from .propagate import nearest_fill
 
@@ -150,11 +149,8 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
         editable = torch.stack([items[i].editable for i in idx]).to(device)
         nearest = nearest_fill(label, with_distance=True)  # computed once: the model's input and its prior
         with inference_autocast(device, precision):
-            logits = model(image, label, removed, editable, nearest=nearest).float()
-        scale = 0.0
-        if model.prior_scale is not None:
-            scale = float(model.prior_scale)
-            logits = logits - scale * one_hot(nearest[0], model.cfg.num_classes)
+            logits = model(image, label, removed, editable, nearest=nearest, without_prior=True).float()
+        scale = float(model.prior_scale) if model.prior_scale is not None else 0.0
         logits = logits.cpu()
         reach = nearest[1].flatten(1).amax(1).cpu()  # (B,)
         for j, i in enumerate(idx):
