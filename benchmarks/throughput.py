@@ -6,6 +6,7 @@ the same files: labelfix as a user runs it (a subprocess of the command, start-u
 as a loop that reads, completes (nearest-label start, 5 mean-field iterations) and writes each file.
 
     python benchmarks/throughput.py --data path/to/voc2012 [--n 64] [--bank checkpoints/voc] [--batch-size 8]
+        [--precision auto|fp32|bf16]
 """
 
 from __future__ import annotations
@@ -68,16 +69,18 @@ def main():
     ap.add_argument("--bank", default=None)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto", help="the model's: auto (bf16 where native), fp32 or bf16")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     ds = open_dataset(a.data)
-    result = {"images": a.n, "side": a.side}
+    result = {"images": a.n, "side": a.side, "precision": a.precision}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         make_full_size(ds.pairs("val")[: a.n], tmp / "in", a.side, a.seed)
         cmd = ["labelfix", "repair", str(tmp / "in" / "labels"), "--images", str(tmp / "in" / "images"), "--missing",
-               "255", "--out", str(tmp / "lf"), "--quiet", "--batch-size", str(a.batch_size), "--device", a.device]
+               "255", "--out", str(tmp / "lf"), "--quiet", "--batch-size", str(a.batch_size), "--device", a.device,
+               "--precision", a.precision]
         if a.bank:
             cmd += ["--bank", a.bank]
         t0 = time.perf_counter()

@@ -281,6 +281,9 @@ def _guided_finish(probs: torch.Tensor, classes: torch.Tensor, best: torch.Tenso
     in_play = known_classes[classes] | (torch.bincount(best, minlength=len(classes)) > 0)
     present = torch.nonzero(in_play)[:, 0]  # (G,) columns of probs
     G = len(present)
+    if G == 1:  # one class in play: nothing to decide
+        chosen = present.expand(len(index))
+        return probs.gather(1, chosen[:, None])[:, 0], classes.index_select(0, chosen)
     column = torch.full(known_classes.shape, -1, dtype=torch.long)  # class -> its column among the G
     column[classes[present]] = torch.arange(G)
     rgb = torch.from_numpy(image).permute(2, 0, 1).contiguous().float().div_(255.0)  # (3, H, W)
@@ -291,11 +294,20 @@ def _guided_finish(probs: torch.Tensor, classes: torch.Tensor, best: torch.Tenso
     cells = guide.area.numel()
     slot_of = torch.where(guide.where, cells * G, guide.cell * G + column.index_select(0, nearest))
     known = torch.zeros(cells * G + 1).scatter_add_(0, slot_of, torch.ones(slot_of.shape))[:-1].view(cells, G)
-    pick = guide.filter_small(guide.shrink_sparse(known, probs[:, present])).max(0).indices  # (N,)
+
+    def most_filtered(small: torch.Tensor) -> torch.Tensor:
+        """(G, h, w) shrunk class maps -> (N,) the class whose filtered map is largest at each pixel.
+
+        The filter is linear in the maps, so it filters the G - 1 differences to class 0: a channel less.
+        """
+        lead, which = guide.filter_small(small[1:] - small[:1]).max(0)  # (N,)
+        return torch.where(lead > 0, which + 1, 0)
+
+    pick = most_filtered(guide.shrink_sparse(known, probs[:, present]))  # (N,)
     # a second pass over the first pass's hard decisions settles boundaries further from the known
     # labels (VOC val, labelfix bench: +0.3 / +1.8 / +1.0 PA-mIoU at ratios 0.3 / 0.5 / 0.7; about
     # neutral on erased blocks)
     hard = F.one_hot(pick, G).float()  # (N, G)
-    chosen = present.index_select(0, guide.filter_small(guide.shrink_sparse(known, hard)).max(0).indices)  # (N,)
+    chosen = present.index_select(0, most_filtered(guide.shrink_sparse(known, hard)))  # (N,)
     # the confidence stays the model's probability for the class chosen
     return probs.gather(1, chosen[:, None])[:, 0], classes.index_select(0, chosen)
