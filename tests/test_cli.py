@@ -34,6 +34,20 @@ def test_repair_exit_codes(dataset, bank, tmp_path):
     assert r.exit_code == 1 and "not a labelfix bank" in r.output
     r = runner.invoke(app, ["repair", str(labels), "--images", str(images), "--bank", str(bank), "--workers", "-1"])
     assert r.exit_code == 2 and "--workers" in r.output
+    r = runner.invoke(app, ["repair", str(labels), "--images", str(images), "--bank", str(bank), "--precision", "fp8"])
+    assert r.exit_code == 2 and "--precision fp8" in r.output
+
+
+def test_repair_in_each_precision_records_it(dataset, bank, tmp_path):
+    labels, images = make_job(dataset, tmp_path)
+    for precision in ("fp32", "bf16"):  # bf16 runs on any CPU, natively or not
+        out = tmp_path / precision
+        r = runner.invoke(app, ["repair", str(labels), "--images", str(images), "--bank", str(bank), "--out", str(out),
+                                "--device", "cpu", "--precision", precision, "--quiet"])
+        assert r.exit_code == 0, r.output
+        report = json.loads((out / "report.json").read_text())
+        assert report["runtime"] == {"device": "cpu", "precision": precision}
+        assert report["totals"]["failed"] == 0
 
 
 def test_repair_json_output(dataset, bank, tmp_path):
