@@ -3,22 +3,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from labelfix.damage import random_blocks
 from labelfix.device import resolve_precision
 from labelfix.errors import UsageError
 from labelfix.guided import ImageGuide, pixel_grid, sample_at
 from labelfix.predict import Correction, classes_that_can_win, finish_labels, nearest_known_label
-from labelfix.propagate import nearest_fill
+from labelfix.propagate import nearest_fill, nearest_seed
 
 
 def holes(shape, seed, coverage=0.3):
-    rng = np.random.default_rng(seed)
-    H, W = shape
-    m = np.zeros(shape, bool)
-    while m.mean() < coverage:
-        h, w = int(H * rng.uniform(0.1, 0.3)), int(W * rng.uniform(0.1, 0.3))
-        y, x = rng.integers(0, H - h + 1), rng.integers(0, W - w + 1)
-        m[y:y + h, x:x + w] = True
-    return m
+    return random_blocks(1, *shape, coverage, torch.Generator().manual_seed(seed))[0].numpy()
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -69,6 +63,13 @@ def test_finish_with_the_classes_in_play_equals_the_full_softmax(seed):
     assert (pred[~hidden] == label[~hidden]).all() and (conf[~hidden] == 1).all()
 
 
+def distance_to(known: np.ndarray) -> np.ndarray:
+    """(H, W) distance of every pixel to the nearest pixel of `known`."""
+    seed = nearest_seed(torch.from_numpy(known)[None])[0].numpy()
+    H, W = known.shape
+    return np.hypot(seed[..., 0] - np.arange(H)[:, None], seed[..., 1] - np.arange(W)[None])
+
+
 def test_nearest_known_label_at_half_size_is_within_a_pixel_or_two_of_the_exact_one():
     H, W = 300, 420
     rng = np.random.default_rng(0)
@@ -77,16 +78,15 @@ def test_nearest_known_label_at_half_size_is_within_a_pixel_or_two_of_the_exact_
     hidden = holes((H, W), 1, 0.4)
     hidden[100:103, :] = False
     got = nearest_known_label(label, hidden, bound=H + W).numpy()
-    known = torch.from_numpy(np.where(hidden, -1, label))[None]
-    exact = nearest_fill(known)[0].numpy()
     assert (got[~hidden] == label[~hidden]).all()  # known pixels keep their label
-    wrong = hidden & (got != exact)
-    assert wrong.sum() < 0.02 * hidden.sum()
-    # every disagreement is a near tie: the label given is no more than ~2 pixels farther away
-    ys, xs = np.nonzero(~hidden)
-    for y, x in zip(*np.nonzero(wrong)):
-        d = np.hypot(ys - y, xs - x)
-        assert d[label[ys, xs] == got[y, x]].min() <= d.min() + 2.5
+    # how much farther than the nearest known pixel is the nearest one of the label given?
+    nearest = distance_to(~hidden)
+    farther = np.zeros((H, W))
+    for c in np.unique(label):
+        farther = np.where(got == c, distance_to(~hidden & (label == c)) - nearest, farther)
+    farther = farther[hidden]
+    assert (farther > 0.01).mean() < 0.03  # a near tie settled the other way
+    assert (farther <= 2.5).mean() > 0.999 and farther.max() <= 4.0
     small = nearest_known_label(label[:200, :200], hidden[:200, :200], bound=400).numpy()
     exact_small = nearest_fill(torch.from_numpy(np.where(hidden[:200, :200], -1, label[:200, :200]))[None])[0]
     assert (small == exact_small.numpy()).mean() > 0.999  # small images: searched at full size
