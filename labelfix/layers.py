@@ -89,4 +89,6 @@ class RefineHead(nn.Module):
         x = F.relu(self.down(torch.cat([image, prior, guide, logits], 1)))  # (B, C, S/2, S/2)
         for conv in self.context:
             x = x + F.relu(conv(x))
-        return F.interpolate(self.out(x), size=image.shape[-2:], mode="bilinear", align_corners=False)
+        # upsampled in fp32: under bf16 autocast the bf16 kernel is slower, and the sum with the fp32
+        # logits would convert it back anyway
+        return F.interpolate(self.out(x).float(), size=image.shape[-2:], mode="bilinear", align_corners=False)

@@ -46,23 +46,24 @@ def _nearest_in_columns(known: torch.Tensor):
 def _flood_rows(row: torch.Tensor, dy2: torch.Tensor, max_distance: float | None):
     """1-D jump flooding along x: per pixel, the column c minimising (x - c)^2 + dy2(c).
 
-    Returns (row, column, cost) of the chosen candidate, each (B, H, W) float.
+    Returns (row, column, cost) of the chosen candidate, each (B, H, W) float. A candidate's row and
+    dy2 depend only on its column (and the pixel's row), so only the column and dy2 travel; the row
+    is looked up once at the end.
     """
     W = row.shape[-1]
     xs = torch.arange(W, device=row.device, dtype=torch.float32)
     col = xs.expand_as(row).clone()
-    cost = dy2.clone()
+    best_dy2, cost = dy2.clone(), dy2.clone()
     for k in jump_steps(W, max_distance):
         pc = F.pad(col, (k, k), value=0.0)
-        pd = F.pad(dy2, (k, k), value=_FAR)
-        pr = F.pad(row, (k, k), value=0.0)
+        pd = F.pad(best_dy2, (k, k), value=_FAR)
         for start in (0, 2 * k):  # the candidates of x - k and of x + k
-            c, d2, r = pc[..., start:start + W], pd[..., start:start + W], pr[..., start:start + W]
+            c, d2 = pc[..., start:start + W], pd[..., start:start + W]
             d = (c - xs).square_().add_(d2)
             better = d < cost
-            col, dy2, row = torch.where(better, c, col), torch.where(better, d2, dy2), torch.where(better, r, row)
+            col, best_dy2 = torch.where(better, c, col), torch.where(better, d2, best_dy2)
             cost = torch.minimum(cost, d)
-    return row, col, cost
+    return row.gather(-1, col.long()), col, cost
 
 
 def _flood_2d(seed: torch.Tensor, steps: list[int]) -> torch.Tensor:
