@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +88,7 @@ class Bank:
     classes: ClassSet
     files: dict[float, Path]
     _models: dict = field(default_factory=dict, repr=False)
+    _loading: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def ratios(self) -> list[float]:
@@ -114,9 +116,10 @@ class Bank:
 
     def model(self, ratio: float, device="cpu") -> LMAE:
         key = (ratio, str(device))
-        if key not in self._models:
-            self._models[key] = load_model(self.files[ratio], self.config).to(device).eval()
-        return self._models[key]
+        with self._loading:  # repair's worker threads may ask for the same model at once
+            if key not in self._models:
+                self._models[key] = load_model(self.files[ratio], self.config).to(device).eval()
+            return self._models[key]
 
 
 def load_model(path: Path, cfg: LMAEConfig) -> LMAE:
