@@ -1,7 +1,7 @@
 """`labelfix repair`: complete a folder of broken labels into a new folder, safely.
 
-Decoding and resizing (a thread pool), inference (this thread, in batches) and writing (one thread)
-overlap; at most a few batches are in flight, so memory stays flat however large the folder is.
+Decoding and resizing, inference (in batches) and finishing and writing run as tasks on one thread
+pool and overlap; at most a few batches are in flight, so memory stays flat however large the folder is.
 Bad files become report rows with a reason; they never stop the batch.
 """
 
@@ -59,7 +59,7 @@ class RepairSettings:
     dry_run: bool = False
     overwrite: bool = False
     shard: tuple[int, int] | None = None  # (i, n): this process repairs the files with hash % n == i
-    workers: int = 0                      # decode/finish threads; 0 = one per CPU core, at most MAX_AUTO_WORKERS
+    workers: int = 0                      # pipeline threads; 0 = one per CPU core, at most MAX_AUTO_WORKERS
     precision: str = "auto"               # the model's: auto = bf16 where the device does it natively
 
 

@@ -35,7 +35,7 @@ def repair(
     min_confidence: float = typer.Option(0.0, "--min-confidence", help="Keep a pixel unchanged below this model probability."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     batch_size: int = typer.Option(8, "--batch-size", help="Labels per model batch."),
-    workers: int = typer.Option(0, "--workers", help="Threads that decode, finish and write (0: one per CPU core, at most 4)."),
+    workers: int = typer.Option(0, "--workers", help="Threads that decode, infer, finish and write (0: one per CPU core, at most 4)."),
     precision: str = typer.Option("auto", "--precision", help="Model precision: auto (bf16 on CUDA or a CPU with native bf16), fp32 or bf16."),
     preview: bool = typer.Option(False, "--preview", help="Write preview.html with before/after overlays."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write only the report, no labels."),
