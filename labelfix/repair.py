@@ -28,11 +28,12 @@ from .bank import Bank, atomic_write_bytes, load_bank
 from .classes import ClassSet, cityscapes_to_train_ids, is_cityscapes_label_ids, train_ids_to_cityscapes
 from .data import IMAGE_EXTS, LabelFile, find_image, read_image, read_label
 from .device import pick_device, resolve_precision
+from .erasure import find_erasures
 from .errors import InputFileError, UsageError
 from .predict import ModelInput, background_fraction, finish_labels, prepare, run_model
 
 POLICIES = ("fill", "replace")
-REPORT_COLUMNS = ("file", "status", "background_fraction", "ratio", "patches_removed", "pixels_changed",
+REPORT_COLUMNS = ("file", "status", "background_fraction", "ratio", "patches_removed", "erased_pixels", "pixels_changed",
                   "classes_added", "mean_confidence", "needs_review", "seconds", "error")
 
 
@@ -61,6 +62,7 @@ class RepairSettings:
     shard: tuple[int, int] | None = None  # (i, n): this process repairs the files with hash % n == i
     workers: int = 0                      # pipeline threads; 0 = one per CPU core, at most MAX_AUTO_WORKERS
     precision: str = "auto"               # the model's: auto = bf16 where the device does it natively
+    find_erasures: bool = True            # blind fill: look for erased blocks (erasure.py) and fill them
 
 
 @dataclass
@@ -70,6 +72,7 @@ class ImageRow:
     background_fraction: float | None = None
     ratio: float | None = None
     patches_removed: int = 0
+    erased_pixels: int = 0               # blind: background found erased (erasure.py), repaired as missing
     pixels_changed: int = 0
     classes_added: str = ""
     mean_confidence: float | None = None
@@ -189,8 +192,15 @@ def _prepare_one(path: Path, s: RepairSettings, bank: Bank) -> _Prepared:
         index = classes.to_index(values)
         if missing is not None:
             index[missing] = -1
+        if missing is None and s.find_erasures and s.policy == "fill" and classes.background_index is not None:
+            # blind: background cut off from objects along straight edges was erased; repair it as missing
+            erased = find_erasures(index, classes.background_index)
+            if erased.any():
+                missing = erased
+                item.row.erased_pixels = int(erased.sum())
         item.row.background_fraction = round(background_fraction(index, classes.background_index), 4)
-        mi, allowed = prepare(image, index, bank, missing=missing, ratio=s.ratio, policy=s.policy)
+        model_index = np.where(missing, -1, index) if item.row.erased_pixels else index  # erased: unknown
+        mi, allowed = prepare(image, model_index, bank, missing=missing, ratio=s.ratio, policy=s.policy)
         item.label, item.index, item.image, item.model_input, item.allowed = lab, index, image, mi, allowed
         item.row.ratio = mi.ratio
         item.row.patches_removed = int(mi.removed.sum())

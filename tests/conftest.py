@@ -24,6 +24,7 @@ def synthetic_pair(rng: np.random.Generator, h: int, w: int):
     image = COLOURS[label] + rng.integers(0, 20, (h, w, 3), dtype=np.uint8)
     edge = np.zeros_like(label, bool)
     edge[1:] |= label[1:] != label[:-1]
+    edge[:, 1:] |= label[:, 1:] != label[:, :-1]
     label[edge] = 255
     return image, label
 

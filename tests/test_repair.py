@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import COLOURS
 from labelfix.classes import voc_palette
 from labelfix.errors import UsageError
 from labelfix.repair import RepairSettings, merge_reports, repair
@@ -86,6 +87,31 @@ def test_missing_fills_exactly_the_missing_pixels(job, any_bank):
         assert (new[old != 255] == old[old != 255]).all()  # nothing else changes
         assert (new[old == 255] != 255).all()  # every missing pixel is filled
         assert new.max() < 5
+
+
+def test_blind_fill_finds_erased_blocks_and_fills_only_them(bank, tmp_path):
+    labels, images = tmp_path / "labels", tmp_path / "images"
+    labels.mkdir()
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        label = np.zeros((64, 64), np.uint8)
+        label[12:52, 10:50] = 1 + i  # an outlined square object, VOC style
+        image = COLOURS[label] + rng.integers(0, 20, (64, 64, 3), dtype=np.uint8)
+        label[11:53, 9:51][[0, -1]] = 255
+        label[11:53, 9:51][:, [0, -1]] = 255
+        label[20:40, 4 + 10 * i:34 + 10 * i] = 0  # the erased block
+        Image.fromarray(label, mode="L").save(labels / f"e{i}.png")
+        Image.fromarray(image).save(images / f"e{i}.jpg", quality=95)
+    res = run(labels, images, bank)
+    for row in res.rows:
+        old = np.array(Image.open(labels / row.file))
+        changed = old != np.array(Image.open(res.out / row.file))
+        assert row.erased_pixels > 0 and row.pixels_changed > 0
+        assert (old[changed] == 0).all() and row.pixels_changed <= row.erased_pixels
+        assert changed[20:40].sum() == changed.sum()  # only inside the block's rows
+    off = run(labels, images, bank, find_erasures=False, out=tmp_path / "off")
+    assert not any(row.erased_pixels for row in off.rows)
 
 
 def test_replace_policy_stays_inside_removed_patches(job, bank):

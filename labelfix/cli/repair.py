@@ -32,6 +32,7 @@ def repair(
     missing: list[int] = typer.Option([], "--missing", help="A value that marks unlabelled pixels; fill exactly those. Repeatable."),
     ratio: str = typer.Option("auto", "--ratio", help="Mask ratio, or auto (from each label's background fraction)."),
     policy: str = typer.Option("fill", "--policy", help="fill: change only background/unlabelled pixels; replace: rewrite removed patches."),
+    erasures: bool = typer.Option(True, "--erasures/--no-erasures", help="Blind fill: background cut off from objects along straight edges (where objects are outlined with the ignore value) is treated as erased and filled."),
     min_confidence: float = typer.Option(0.0, "--min-confidence", help="Keep a pixel unchanged below this model probability."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     batch_size: int = typer.Option(8, "--batch-size", help="Labels per model batch."),
@@ -56,7 +57,7 @@ def repair(
                               ratio=None if ratio == "auto" else _float(ratio, "--ratio"), policy=policy,
                               min_confidence=min_confidence, device=device, batch_size=batch_size,
                               preview=preview, dry_run=dry_run, overwrite=overwrite, shard=_shard(shard),
-                              workers=workers, precision=precision)
+                              workers=workers, precision=precision, find_erasures=erasures)
     bar = Progress(TextColumn("repairing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
                    TimeRemainingColumn(), console=console, disable=quiet or as_json, transient=True)
     task = None

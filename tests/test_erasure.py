@@ -1,0 +1,61 @@
+import numpy as np
+
+from labelfix.erasure import find_erasures
+
+
+def disc(h, w, cy, cx, r):
+    ys, xs = np.mgrid[:h, :w]
+    return (ys - cy) ** 2 + (xs - cx) ** 2 <= r * r
+
+
+def outlined_label(h=120, w=160):
+    """VOC style in model indices: two round objects on background, each outlined with -1."""
+    label = np.zeros((h, w), np.int64)
+    a, b = disc(h, w, 60, 50, 35), disc(h, w, 50, 125, 25)
+    label[a], label[b] = 3, 7
+    for obj in (a, b):
+        ring = disc(h, w, 0, 0, 0)  # all False
+        ring[1:] |= obj[1:] != obj[:-1]
+        ring[:, 1:] |= obj[:, 1:] != obj[:, :-1]
+        label[ring] = -1
+    return label
+
+
+def test_a_clean_outlined_label_has_no_erasures():
+    assert not find_erasures(outlined_label(), 0).any()
+
+
+def test_a_block_erased_from_an_object_is_found_and_nothing_else():
+    label = outlined_label()
+    block = np.zeros(label.shape, bool)
+    block[40:75, 30:80] = True  # cuts through object 3 and the background beside it
+    erased_object = block & (label == 3)
+    damaged = np.where(block, 0, label)
+    found = find_erasures(damaged, 0)
+    assert (found & erased_object).sum() >= 0.9 * erased_object.sum()
+    assert not (found & ~block).any()
+    assert (damaged[found] == 0).all()  # only background is reported
+
+
+def test_a_block_inside_an_object_is_found_from_all_four_sides():
+    label = outlined_label()
+    damaged = label.copy()
+    damaged[45:70, 35:65] = 0
+    found = find_erasures(damaged, 0)
+    assert found[45:70, 35:65].all() and found.sum() == 25 * 30
+
+
+def test_labels_without_outlines_prove_nothing():
+    label = outlined_label()
+    label[label < 0] = 0  # objects touch background everywhere: a straight edge is no evidence
+    label[40:75, 30:80] = 0
+    assert not find_erasures(label, 0).any()
+
+
+def test_edges_too_short_or_through_the_outline_are_ignored():
+    label = outlined_label()
+    damaged = label.copy()
+    damaged[55:60, 45:50] = 0  # a 5 x 5 hole: shorter than the shortest cut edge
+    assert not find_erasures(damaged, 0).any()
+    background_only = np.zeros((50, 50), np.int64)
+    assert not find_erasures(background_only, 0).any()
