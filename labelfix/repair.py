@@ -72,7 +72,7 @@ class ImageRow:
     background_fraction: float | None = None
     ratio: float | None = None
     patches_removed: int = 0
-    erased_pixels: int = 0               # blind: background found erased (erasure.py), repaired as missing
+    erased_pixels: int = 0               # blind: background found cut off (erasure.py), repaired as missing
     pixels_changed: int = 0
     classes_added: str = ""
     mean_confidence: float | None = None
