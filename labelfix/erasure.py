@@ -13,7 +13,7 @@ far side of that background; repair's model keeps what is background there.
 
 `python benchmarks/erasures.py --data voc2012`: on VOC 2012's 1,304 labels, at 256 and 500 px, it
 marks nothing in the clean labels nor in the same labels drawn without outlines; with random blocks
-set to background it finds 96% of the erased object pixels.
+set to background it finds 95% of the erased object pixels.
 
 Pure numpy on one (H, W) label; a few milliseconds at 500 x 375.
 """
@@ -24,7 +24,7 @@ import numpy as np
 
 MIN_EDGE = 0.03          # shortest cut edge, as a share of the label's longer side (at least 8 px)
 MIN_DIRECT = 0.6         # share of a cut edge where object touches background directly (not outline)
-MAX_LOOSE_CONTACT = 0.2  # more direct contact outside cut edges than this share: no outline convention
+MAX_LOOSE_CONTACT = 0.3  # more direct contact outside cut edges than this share: no outline convention
 
 
 def _runs(cond: np.ndarray, min_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -39,22 +39,24 @@ def _runs(cond: np.ndarray, min_length: int) -> tuple[np.ndarray, np.ndarray, np
     return rows[long], starts[long], ends[long]
 
 
-def _below_top_edges(bg: np.ndarray, obj: np.ndarray, outline: np.ndarray, min_length: int) -> np.ndarray:
-    """(H, W) bool: background below straight top edges of holes, down to where the background ends.
+def _top_edges(bg: np.ndarray, obj: np.ndarray, outline: np.ndarray, min_length: int) -> list[tuple[int, int, int]]:
+    """Straight top edges of holes: (row, first column, one past the last), the row being background's.
 
     A top edge is a row where background has object (or its outline) just above it, at least
-    `min_length` long and mostly touching object directly; the hole under it runs down while the
-    whole width of the edge stays background.
+    `min_length` long and mostly touching object directly.
     """
-    H, W = bg.shape
-    under = np.zeros((H, W), bool)
-    touching = np.zeros((H, W), bool)
-    direct = np.zeros((H, W), bool)
+    touching = np.zeros(bg.shape, bool)
+    direct = np.zeros(bg.shape, bool)
     touching[1:] = bg[1:] & (obj | outline)[:-1]
     direct[1:] = bg[1:] & obj[:-1]
-    for y, x0, x1 in zip(*_runs(touching, min_length)):
-        if direct[y, x0:x1].mean() < MIN_DIRECT:
-            continue
+    return [(y, x0, x1) for y, x0, x1 in zip(*_runs(touching, min_length))
+            if direct[y, x0:x1].mean() >= MIN_DIRECT]
+
+
+def _below(bg: np.ndarray, edges: list[tuple[int, int, int]]) -> np.ndarray:
+    """(H, W) bool: under each top edge, the rows down to where its width stops being all background."""
+    under = np.zeros(bg.shape, bool)
+    for y, x0, x1 in edges:
         still_bg = bg[y:, x0:x1].all(1)  # (H - y,)
         depth = len(still_bg) if still_bg.all() else int(np.argmin(still_bg))
         under[y:y + depth, x0:x1] = True
@@ -86,13 +88,22 @@ def find_erasures(label: np.ndarray, background_index: int) -> np.ndarray:
     direct = bg & _touches(obj)  # background touching an object, not its outline
     if direct.sum() < MIN_DIRECT * min_length:  # too little for one cut edge (most clean labels)
         return np.zeros(label.shape, bool)
-    erased = np.zeros(label.shape, bool)
+    edges, on_edges = [], np.zeros(label.shape, bool)
     for k in range(4):  # each side of a hole, turned to be its top edge
-        turned = (np.rot90(a, k) for a in (bg, obj, outline))
-        erased |= np.rot90(_below_top_edges(*turned, min_length), -k)
-    if not erased.any():
-        return erased
-    loose = (direct & ~erased).sum()  # direct contact the cut edges do not explain
+        turned = [np.rot90(a, k) for a in (bg, obj, outline)]
+        edges.append((turned[0], _top_edges(*turned, min_length)))
+        marks = np.zeros(turned[0].shape, bool)
+        for y, x0, x1 in edges[-1][1]:
+            marks[y, x0:x1] = True
+        on_edges |= np.rot90(marks, -k)
+    if not on_edges.any():
+        return on_edges
+    # the outline test comes before the (costlier) reach of the edges: a label drawn without outlines
+    # has straight contact everywhere
+    loose = (direct & ~on_edges).sum()  # direct contact the cut edges do not explain
     if loose > MAX_LOOSE_CONTACT * (loose + (bg & _touches(outline)).sum()):
         return np.zeros(label.shape, bool)
+    erased = np.zeros(label.shape, bool)
+    for k, (bg_turned, found) in enumerate(edges):
+        erased |= np.rot90(_below(bg_turned, found), -k)
     return erased
