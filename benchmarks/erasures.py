@@ -1,11 +1,15 @@
-"""How well blind repair's erased-block finder (labelfix/erasure.py) tells cut edges from real outlines.
+"""How well blind repair's outline evidence (labelfix/erasure.py) tells damage from real outlines.
 
+Erased blocks (find_erasures):
 On every label of a VOC-layout dataset (train and val), at its own size and brought to --side:
   clean          the label as it is: every pixel marked is a false alarm
   no outlines    the ignore-value outline filled with the nearest class (labels drawn without outlines):
                  false alarms again, since there a straight edge is no evidence
   blocks set to 0  repair_quality.py's zero-blocks damage: the share of erased object pixels found,
                  and the pixels marked outside the blocks
+Objects relabelled to background (orphaned_outline, which sends a label to review): the share of clean
+labels flagged, and of labels with about half of their classes set to background (repair_quality.py's
+dropped-objects damage).
 
     python benchmarks/erasures.py --data path/to/voc2012 [--side 500] [--limit N]
 """
@@ -20,9 +24,9 @@ from PIL import Image
 
 from labelfix.baselines import nearest_label
 from labelfix.data import open_dataset, read_label
-from labelfix.erasure import find_erasures
+from labelfix.erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline
 
-from repair_quality import IGNORE, blocks
+from repair_quality import IGNORE, blocks, drop_objects
 
 
 def main():
@@ -40,6 +44,7 @@ def main():
     labels_hit = {"clean": 0, "no outlines": 0}
     total = erased_obj = found_obj = found_outside = 0
     seconds = []
+    review = {"clean": [], "dropped": []}
     for split in ("train", "val"):
         for _, path in ds.pairs(split)[: a.limit]:
             native = read_label(path).values
@@ -61,6 +66,10 @@ def main():
                 found_obj += int((found & obj).sum())
                 found_outside += int((found & ~block).sum())
                 total += label.size
+                review["clean"].append(orphaned_outline(label, bg) >= REVIEW_ORPHANED)
+                dropped = drop_objects(values, rng)
+                if dropped.any():
+                    review["dropped"].append(orphaned_outline(np.where(dropped, bg, label), bg) >= REVIEW_ORPHANED)
                 n += 1
     print(f"{n} labels ({n // 2} at their own size, the same at {a.side} px)")
     for case in pixels:
@@ -69,6 +78,8 @@ def main():
           f"marked {100 * found_outside / total:.2f}% of all pixels outside the blocks "
           "(real background past a block's far side, which repair's model keeps)")
     print(f"  {1000 * np.median(seconds):.2f} ms a label (median)")
+    print(f"orphaned outline >= {REVIEW_ORPHANED} (review): {100 * np.mean(review['clean']):.1f}% of clean labels, "
+          f"{100 * np.mean(review['dropped']):.1f}% of {len(review['dropped'])} labels with objects set to background")
 
 
 if __name__ == "__main__":

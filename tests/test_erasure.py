@@ -1,6 +1,6 @@
 import numpy as np
 
-from labelfix.erasure import find_erasures
+from labelfix.erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline
 
 
 def disc(h, w, cy, cx, r):
@@ -59,3 +59,11 @@ def test_edges_too_short_or_through_the_outline_are_ignored():
     assert not find_erasures(damaged, 0).any()
     background_only = np.zeros((50, 50), np.int64)
     assert not find_erasures(background_only, 0).any()
+
+
+def test_an_object_relabelled_to_background_leaves_an_orphaned_outline():
+    label = outlined_label()
+    assert orphaned_outline(label, 0) < REVIEW_ORPHANED
+    dropped = np.where(label == 3, 0, label)  # the bigger object loses its class, its outline stays
+    assert orphaned_outline(dropped, 0) >= REVIEW_ORPHANED
+    assert orphaned_outline(np.zeros((20, 20), np.int64), 0) == 0.0

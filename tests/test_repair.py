@@ -114,6 +114,26 @@ def test_blind_fill_finds_erased_blocks_and_fills_only_them(bank, tmp_path):
     assert not any(row.erased_pixels for row in off.rows)
 
 
+def test_an_outline_around_background_sends_the_label_to_review(bank, tmp_path):
+    labels, images = tmp_path / "labels", tmp_path / "images"
+    labels.mkdir()
+    images.mkdir()
+    label = np.zeros((64, 64), np.uint8)
+    label[12:52, 10:50] = 2
+    image = COLOURS[label]
+    label[11:53, 9:51][[0, -1]] = 255
+    label[11:53, 9:51][:, [0, -1]] = 255
+    Image.fromarray(image).save(images / "a.jpg", quality=95)
+    Image.fromarray(image).save(images / "b.jpg", quality=95)
+    Image.fromarray(label, mode="L").save(labels / "a.png")  # outlined object
+    Image.fromarray(np.where(label == 2, 0, label).astype(np.uint8), mode="L").save(labels / "b.png")  # its class lost
+    rows = {row.file: row for row in run(labels, images, bank).rows}
+    assert rows["a.png"].orphaned_outline < 0.3 and not rows["a.png"].needs_review
+    assert rows["b.png"].orphaned_outline >= 0.3 and rows["b.png"].needs_review
+    told = run(labels, images, bank, missing=(255,), out=tmp_path / "told").rows
+    assert all(row.orphaned_outline is None for row in told)  # with --missing the user said what is wrong
+
+
 def test_replace_policy_stays_inside_removed_patches(job, bank):
     labels, images = job
     res = run(labels, images, bank, policy="replace", ratio=0.3)
