@@ -31,6 +31,7 @@ MIN_DIRECT = 0.6         # share of a cut edge where object touches background d
 MAX_LOOSE_CONTACT = 0.3  # more direct contact outside cut edges than this share: no outline convention
 MAX_OUTLINE_WIDTH = 0.02  # thickest outline crossing, as a share of the longer side (at least 4 px)
 REVIEW_ORPHANED = 0.3     # a label with this share of its outline orphaned needs review
+HALF_SIZE_ABOVE = 320     # labels whose longer side exceeds this are checked for orphaned outline at half size
 
 
 def _runs(cond: np.ndarray, min_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -116,17 +117,18 @@ def find_erasures(label: np.ndarray, background_index: int) -> np.ndarray:
 
 
 def _thin_crossings(label: np.ndarray, background_index: int, max_width: int) -> np.ndarray:
-    """(H, W) bool: runs of the outline along rows, at most `max_width` long, with background at both ends."""
+    """Flat indices of the outline pixels (label < 0) in runs along rows at most `max_width` long with
+    background at both ends."""
     H, W = label.shape
     rows, starts, ends = _runs(label < 0, 1)
     keep = (ends - starts <= max_width) & (starts > 0) & (ends < W)
     rows, starts, ends = rows[keep], starts[keep], ends[keep]
     keep = (label[rows, starts - 1] == background_index) & (label[rows, ends] == background_index)
-    rows, starts, ends = rows[keep], starts[keep], ends[keep]
-    marks = np.zeros((H, W + 1), np.int32)  # +1 where a kept run starts, -1 one past its end
-    np.add.at(marks, (rows, starts), 1)
-    np.add.at(marks, (rows, ends), -1)
-    return np.cumsum(marks, axis=1)[:, :W] > 0
+    rows, starts, lengths = rows[keep], starts[keep], (ends - starts)[keep]
+    # every pixel of every kept run: run start repeated, plus its offset within the run
+    first = np.repeat(rows * W + starts, lengths)
+    offset = np.arange(len(first)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return first + offset
 
 
 def orphaned_outline(label: np.ndarray, background_index: int) -> float:
@@ -134,12 +136,19 @@ def orphaned_outline(label: np.ndarray, background_index: int) -> float:
 
     label (H, W) model indices. Around an object the outline has the object on one side; relabel the
     object to background and its whole ring becomes such a crossing. On VOC's 1,304 clean labels (at
-    256 and 500 px) 0.1% reach 0.3; with about half of each label's classes set to background, 84% do.
+    256 and 500 px) 0.2% reach 0.3; with about half of each label's classes set to background, 83% do.
     """
+    if max(label.shape) > HALF_SIZE_ABOVE:
+        # every other row and column: the outline stays (VOC's is about 5 px wide at full size) at a quarter
+        # of the cost
+        label = label[::2, ::2]
     outline = label < 0
     total = int(outline.sum())
     if total == 0:
         return 0.0
     width = max(4, round(MAX_OUTLINE_WIDTH * max(label.shape)))
-    crossed = _thin_crossings(label, background_index, width) | _thin_crossings(label.T, background_index, width).T
-    return float(crossed.sum()) / total
+    H, W = label.shape
+    along_rows = _thin_crossings(label, background_index, width)
+    along_columns = _thin_crossings(label.T, background_index, width)  # flat in the transposed (W, H)
+    along_columns = (along_columns % H) * W + along_columns // H
+    return len(np.union1d(along_rows, along_columns)) / total
