@@ -96,6 +96,24 @@ def patches_touching(pixels: torch.Tensor, patch_size: int) -> torch.Tensor:
     return patch_mean(pixels, patch_size) > 0
 
 
+def hole_patches(missing: torch.Tensor, patch_size: int, min_width: int = 3) -> torch.Tensor:
+    """Patches holding a hole, not just a thin line of missing pixels: (B, H, W) -> (B, L) bool.
+
+    A hole is what survives a morphological opening with a min_width-square (1 = missing): VOC's
+    outlines of the ignore value are a pixel or two wide at the model's size, so a `--missing 255`
+    that also covers them does not remove every patch along every object's edge. The thin lines stay
+    unknown inside visible patches, as in the paper's protocol. A label whose missing pixels are all
+    thin removes the patches touching them.
+    """
+    r = min_width // 2
+    m = missing.float().unsqueeze(1)  # (B, 1, H, W)
+    eroded = -F.max_pool2d(-m, min_width, 1, r)
+    opened = F.max_pool2d(eroded, min_width, 1, r)[:, 0] > 0  # (B, H, W)
+    holes = patches_touching(opened, patch_size)
+    thin_only = ~holes.any(1, keepdim=True)  # (B, 1)
+    return torch.where(thin_only, patches_touching(missing, patch_size), holes)
+
+
 def expand_mask(mask: torch.Tensor, grid: int, patch_size: int) -> torch.Tensor:
     """Patch mask to pixel mask: (B, L) -> (B, grid*p, grid*p) bool."""
     B = mask.shape[0]

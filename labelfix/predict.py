@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .bank import Bank
-from .masking import expand_mask, patch_mean, patches_touching, strategy_mask
+from .masking import expand_mask, hole_patches, patch_mean, strategy_mask
 from .device import inference_autocast
 from .guided import ImageGuide, pixel_grid_at, sample_at
 from .propagate import nearest_fill
@@ -70,7 +70,8 @@ def prepare(image: np.ndarray, label: np.ndarray, bank: Bank, *, missing: np.nda
     """Decide what to remove and what the model may see.
 
     image (H, W, 3) uint8; label (H, W) int64 model indices (-1 = unlabelled).
-    missing (H, W) bool: explicit missing pixels; then exactly the patches holding them are removed.
+    missing (H, W) bool: explicit missing pixels, all of them filled; the patches holding holes of them
+    are removed (masking.hole_patches: thin lines such as VOC's outlines stay in visible patches).
     Otherwise (blind) `ratio` of the patches are removed with `strategy` (default background-first).
     Returns the model input and `allowed` (H, W) bool: the pixels the result may change.
     """
@@ -80,7 +81,7 @@ def prepare(image: np.ndarray, label: np.ndarray, bank: Bank, *, missing: np.nda
     label_s = resize_label(label, S)
     if missing is not None:
         missing_s = resize_any(missing, S)
-        removed = patches_touching(missing_s[None], p)[0]
+        removed = hole_patches(missing_s[None], p)[0]
         used_ratio = bank.nearest_ratio(float(removed.float().mean())) if ratio is None else ratio
     else:
         frac = background_fraction(label, bg)

@@ -29,7 +29,7 @@ from .device import autocast, pick_device
 from .errors import UsageError
 from .loss import class_weights, weighted_cross_entropy
 from .masking import (background_first_mask, background_pixels, expand_mask, mixed_mask, patch_mean,
-                      patches_touching)
+                      hole_patches)
 from .metrics import confusion, mean_iou
 from .model import LMAE, count_parameters
 from .propagate import nearest_fill
@@ -94,10 +94,11 @@ def make_training_batch(label: torch.Tensor, ratio: float, cfg: LMAEConfig, clas
     removed_paper, _ = mixed_mask(patch_mean(background_pixels(label, bg), p), ratio, gen)
     paper_px = expand_mask(removed_paper, cfg.grid, p)
     # explicit missing blocks (unaligned with patches); repair with --missing removes every patch
-    # holding a missing pixel, void included: so does training
+    # holding a hole of missing pixels, void included (thin outlines stay unknown in visible patches):
+    # so does training
     coverage = 0.1 + 0.4 * torch.rand(1, generator=gen).item()
     blocks = random_blocks(B, S, S, coverage, gen, device=label.device)
-    removed_missing = patches_touching(blocks | (label < 0), p)
+    removed_missing = hole_patches(blocks | (label < 0), p)
     # blind: blocks or whole classes set to background, then background-first removal; the background
     # of removed patches is editable but keeps its (possibly wrong) label
     dropped = drop_classes(label, bg, 0.5, gen)

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from labelfix.masking import (STRATEGIES, background_first_mask, background_pixels, expand_mask, label_first_mask,
-                              mixed_mask, num_removed, patch_mean, patches_touching, random_mask, strategy_mask)
+                              hole_patches, mixed_mask, num_removed, patch_mean, patches_touching, random_mask,
+                              strategy_mask)
 
 
 def fractions():
@@ -71,3 +72,13 @@ def test_expand_mask():
     m = torch.tensor([[True, False, False, True]])
     px = expand_mask(m, 2, 3)
     assert px.shape == (1, 6, 6) and px[0, :3, :3].all() and not px[0, :3, 3:].any() and px[0, 3:, 3:].all()
+
+
+def test_hole_patches_skip_thin_lines_but_not_holes():
+    missing = torch.zeros(2, 32, 32, dtype=torch.bool)
+    missing[:, 20, :] = True  # a one-pixel line across both labels (an outline)
+    missing[0, 2:10, 2:10] = True  # a hole in the first: patch (0, 0) and its neighbours at p = 8
+    removed = hole_patches(missing, 8)  # (2, 16)
+    assert removed[0].nonzero().flatten().tolist() == [0, 1, 4, 5]  # the hole's patches, not the line's
+    assert removed[1].tolist() == patches_touching(missing[1:], 8)[0].tolist()  # thin only: the line's patches
+    assert not hole_patches(torch.zeros(1, 32, 32, dtype=torch.bool), 8).any()
