@@ -194,17 +194,17 @@ def _prepare_one(path: Path, s: RepairSettings, bank: Bank) -> _Prepared:
         index = classes.to_index(values)
         if missing is not None:
             index[missing] = -1
+        model_index = index
         if missing is None and classes.background_index is not None:
             # an outline around background: an object lost its class, which only a person can give back
             item.row.orphaned_outline = round(orphaned_outline(index, classes.background_index), 3)
-        if missing is None and s.find_erasures and s.policy == "fill" and classes.background_index is not None:
-            # blind: background cut off from objects along straight edges was erased; repair it as missing
-            erased = find_erasures(index, classes.background_index)
-            if erased.any():
-                missing = erased
+            # blind fill: background cut off from objects along straight edges was erased; repair it as missing
+            erased = find_erasures(index, classes.background_index) if s.find_erasures and s.policy == "fill" \
+                else None
+            if erased is not None and erased.any():
+                missing, model_index = erased, np.where(erased, -1, index)  # erased: unknown to the model
                 item.row.erased_pixels = int(erased.sum())
         item.row.background_fraction = round(background_fraction(index, classes.background_index), 4)
-        model_index = np.where(missing, -1, index) if item.row.erased_pixels else index  # erased: unknown
         mi, allowed = prepare(image, model_index, bank, missing=missing, ratio=s.ratio, policy=s.policy)
         item.label, item.index, item.image, item.model_input, item.allowed = lab, index, image, mi, allowed
         item.row.ratio = mi.ratio
