@@ -114,6 +114,10 @@ class Bank:
         """Whether repairs in this mode are finished by the image-guided filter (set by calibration)."""
         return bool(self.manifest.get("guided_filter", {}).get(mode, False))
 
+    def colour_weight(self, mode: str) -> float:
+        """Weight of the colour evidence (colour.py) in this mode's repairs (set by calibration; 0 = none)."""
+        return float(self.manifest.get("colour_weight", {}).get(mode, 0.0))
+
     def model(self, ratio: float, device="cpu") -> LMAE:
         key = (ratio, str(device))
         with self._loading:  # repair's worker threads may ask for the same model at once

@@ -3,7 +3,8 @@
 A bank that learned little for some kind of damage must not do worse than the propagation it starts
 from. For each repair mode this measures, on validation images, the weight of the model's correction
 (0 = nearest-label fill, 1 = the model as trained, 2 = amplified), with or without the image-guided finishing
-filter (guided.py), that scores best, and writes both to the manifest.
+filter (guided.py) and with or without the image's colour evidence (colour.py), that scores best, and
+writes all three to the manifest.
 
   missing  ~30% of each label in random blocks made missing: mIoU over the filled pixels
   replace  the paper's protocol at each bank ratio (background-first): mIoU over the removed pixels
@@ -31,15 +32,20 @@ from .predict import finish_labels, prepare, run_model
 # label, gains from it (VOC: blocks set to background 27 -> 36 mIoU at 1.5)
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 GUIDED = (False, True)
+# weights of the colour evidence (colour.py). On VOC's erased blocks 1.5 scores best, but 1 also holds up
+# on the paper's cells, which the missing mode does not calibrate on (all val labels: 1.5 gives blocks 85.9
+# and cells 35.1, 1 gives 85.7 and 36.7, none 83.1 and 35.0)
+COLOURS = (0.0, 1.0)
+SETTINGS = [(w, g, c) for w in WEIGHTS for g in GUIDED for c in COLOURS]  # (weight, guided, colour)
 MODES = ("missing", "replace", "blind")
 # % of undamaged pixels a blind setting may change on the calibration labels; below the 2% we promise,
 # since 64 labels estimate it loosely (VOC: 1.98% on all val labels was 2.09% on the held-out ones)
 BLIND_CHANGE_LIMIT = 1.5
 
 
-def setting_name(weight: float, guided: bool) -> str:
-    """How a calibration score is keyed in the manifest: "0.75", or "0.75+guided"."""
-    return f"{weight}+guided" if guided else str(weight)
+def setting_name(weight: float, guided: bool, colour: float = 0.0) -> str:
+    """How a calibration score is keyed in the manifest: "0.75", "0.75+guided", "0.75+guided+colour1.0"."""
+    return str(weight) + ("+guided" if guided else "") + (f"+colour{colour}" if colour else "")
 
 
 def _cases(label: np.ndarray, mode: str, ratios, bg, gen: torch.Generator):
@@ -63,18 +69,18 @@ def _cases(label: np.ndarray, mode: str, ratios, bg, gen: torch.Generator):
 
 
 def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0, progress=None) -> dict:
-    """Measure and store the correction weight of each repair mode; returns {mode: {weight: mIoU}}.
+    """Measure and store the finishing settings of each repair mode; returns {mode: {setting: mIoU}}.
 
-    Modes with nothing to measure are left out and keep the default weight, 1. progress, if given, is
-    called with {"event": "calibrate-step", "done", "total"} after each image."""
+    Modes with nothing to measure are left out and keep the defaults (weight 1, no filter, no colour).
+    progress, if given, is called with {"event": "calibrate-step", "done", "total"} after each image."""
     bank = load_bank(bank_dir)
-    bank.manifest.pop("correction_weight", None)  # measure the model as trained
-    bank.manifest.pop("guided_filter", None)
+    for key in ("correction_weight", "guided_filter", "colour_weight"):
+        bank.manifest.pop(key, None)  # measure the model as trained
     K, bg = bank.classes.num_classes, bank.classes.background_index
     gen = torch.Generator().manual_seed(seed)
-    conf = {(m, w, g): torch.zeros(K, K, dtype=torch.long) for m in MODES for w in WEIGHTS for g in GUIDED}
-    # blind cases: [changed, total] undamaged labelled pixels per (case index, weight, guided)
-    changes = {(c, w, g): [0, 0] for c in range(2) for w in WEIGHTS for g in GUIDED}
+    conf = {(m, st): torch.zeros(K, K, dtype=torch.long) for m in MODES for st in SETTINGS}
+    # blind cases: [changed, total] undamaged labelled pixels per (case index, setting)
+    changes = {(c, st): [0, 0] for c in range(2) for st in SETTINGS}
     for done, (img_path, lab_path) in enumerate(pairs, 1):
         image, label = load_pair(img_path, lab_path, bank.classes)
         truth = torch.from_numpy(label)
@@ -86,32 +92,32 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0, progress=
                 where = torch.from_numpy(mi.removed_full if scored is None else scored)
                 undamaged = None if damage is None else ~damage & (label >= 0)
                 n_undamaged = 0 if undamaged is None else int(undamaged.sum())
-                for w in WEIGHTS:
-                    for g in GUIDED:
-                        pred, _ = finish_labels(corr.scaled(w, g), damaged, mi.hidden_full, allowed, image)
-                        conf[(mode, w, g)] += confusion(torch.from_numpy(pred), truth, K, where)
-                        if undamaged is not None:
-                            counts = changes[(case, w, g)]
-                            counts[0] += int((pred[undamaged] != damaged[undamaged]).sum())
-                            counts[1] += n_undamaged
+                for st in SETTINGS:
+                    pred, _ = finish_labels(corr.scaled(*st), damaged, mi.hidden_full, allowed, image)
+                    conf[(mode, st)] += confusion(torch.from_numpy(pred), truth, K, where)
+                    if undamaged is not None:
+                        counts = changes[(case, st)]
+                        counts[0] += int((pred[undamaged] != damaged[undamaged]).sum())
+                        counts[1] += n_undamaged
         if progress:
             progress({"event": "calibrate-step", "done": done, "total": len(pairs)})
     # a mode with no case (blind repair of a bank without a background class) keeps the whole correction
-    measured = [m for m in MODES if conf[(m, 0.0, False)].sum() > 0]
-    scores = {m: {setting_name(w, g): round(mean_iou(conf[(m, w, g)]), 2) for w in WEIGHTS for g in GUIDED}
-              for m in measured}
-    changed_pct = {setting_name(w, g): [round(100 * changes[(c, w, g)][0] / max(changes[(c, w, g)][1], 1), 3)
-                                        for c in range(2)] for w in WEIGHTS for g in GUIDED}
+    measured = [m for m in MODES if conf[(m, SETTINGS[0])].sum() > 0]
+    scores = {m: {setting_name(*st): round(mean_iou(conf[(m, st)]), 2) for st in SETTINGS} for m in measured}
+    changed_pct = {setting_name(*st): [round(100 * changes[(c, st)][0] / max(changes[(c, st)][1], 1), 3)
+                                       for c in range(2)] for st in SETTINGS}
 
-    def allowed_in(mode: str, wg) -> bool:
-        return mode != "blind" or wg[0] == 0.0 or max(changed_pct[setting_name(*wg)]) <= BLIND_CHANGE_LIMIT
+    def allowed_in(mode: str, st) -> bool:
+        return mode != "blind" or st[0] == 0.0 or max(changed_pct[setting_name(*st)]) <= BLIND_CHANGE_LIMIT
 
-    # the best score wins; on a tie the plainer setting (no filter), then the weight nearest 1 (as trained)
-    best = {m: max(((w, g) for w in WEIGHTS for g in GUIDED if allowed_in(m, (w, g))),
-                   key=lambda wg: (scores[m][setting_name(*wg)], not wg[1], -abs(wg[0] - 1.0))) for m in measured}
+    # the best score wins; on a tie the plainer setting (no filter, no colour), then the weight nearest 1
+    best = {m: max((st for st in SETTINGS if allowed_in(m, st)),
+                   key=lambda st: (scores[m][setting_name(*st)], not st[1], not st[2], -abs(st[0] - 1.0)))
+            for m in measured}
     manifest = json.loads((Path(bank_dir) / MANIFEST).read_text())
-    manifest["correction_weight"] = {m: w for m, (w, _) in best.items()}
-    manifest["guided_filter"] = {m: g for m, (_, g) in best.items()}
+    manifest["correction_weight"] = {m: w for m, (w, _, _) in best.items()}
+    manifest["guided_filter"] = {m: g for m, (_, g, _) in best.items()}
+    manifest["colour_weight"] = {m: c for m, (_, _, c) in best.items()}
     manifest["calibration"] = {"images": len(pairs), "scores": scores}
     if "blind" in measured:
         manifest["calibration"]["blind_undamaged_changed_pct"] = {

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .bank import Bank
+from .colour import colour_log_likelihood
 from .masking import expand_mask, hole_patches, patch_mean, strategy_mask
 from .device import inference_autocast
 from .guided import ImageGuide, pixel_grid_at, sample_at
@@ -123,10 +124,11 @@ class Correction:
     prior_weight: float        # weight of the one-hot nearest-label prior the model adds to its logits
     reach: float               # at the model grid, the farthest any pixel is from a known pixel
     guided: bool = False       # finish with the image-guided filter (guided.py)
+    colour: float = 0.0        # weight of the image's colour evidence (colour.py) added to the logits
 
-    def scaled(self, weight: float, guided: bool | None = None) -> "Correction":
+    def scaled(self, weight: float, guided: bool | None = None, colour: float | None = None) -> "Correction":
         return Correction(self.logits * weight, self.prior_weight, self.reach,
-                          self.guided if guided is None else guided)
+                          self.guided if guided is None else guided, self.colour if colour is None else colour)
 
 
 @torch.no_grad()
@@ -159,7 +161,8 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
         for j, i in enumerate(idx):
             weight = bank.correction_weight(items[i].mode) if calibrated else 1.0
             guided = bank.guided_filter(items[i].mode) if calibrated else False
-            out[i] = Correction(logits[j] * weight, scale, float(reach[j]), guided)
+            colour = bank.colour_weight(items[i].mode) if calibrated else 0.0
+            out[i] = Correction(logits[j] * weight, scale, float(reach[j]), guided, colour)
     return out
 
 
@@ -170,8 +173,9 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
     label (H, W) model indices; hidden (H, W) bool: pixels the prior must not use; allowed (H, W) bool:
     the pixels being decided. There, logits = upsampled model correction + prior weight * one-hot(the
     full-resolution nearest known label); elsewhere the label is returned as it is, with confidence 1.
-    With `correction.guided` and the image (H, W, 3) uint8, the class probabilities are finished by
-    the image-guided filter (guided.py), so boundaries inside holes follow the image's edges.
+    With the image (H, W, 3) uint8, `correction.colour` weighs the colour evidence (colour.py) added
+    to the logits, and with `correction.guided` the class probabilities are finished by the
+    image-guided filter (guided.py), so boundaries inside holes follow the image's edges.
     """
     H, W = label.shape
     pred = label.copy()
@@ -182,7 +186,7 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
     index = torch.nonzero(where.flatten())[:, 0]  # (N,) flat positions of the decided pixels
     grid = pixel_grid_at(index, (H, W))  # shared by the upsampling here and the guided filter
     nearest = None
-    if correction.prior_weight or (correction.guided and image is not None):
+    if correction.prior_weight or (image is not None and (correction.guided or correction.colour)):
         # every pixel is within `reach` model pixels of a known one; at full size that bounds the
         # search (plus a cell and a half for the model grid's coarser sampling of the holes)
         cell = max(H, W) / correction.logits.shape[-1]
@@ -201,6 +205,10 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
     if len(present) < K:
         maps = torch.cat([maps, correction.logits[~in_play].logsumexp(0, keepdim=True)])  # (C+1, S, S)
     logits = sample_at(maps, grid)  # (C[+1], N)
+    if correction.colour and image is not None:
+        # the other classes' row keeps 0: none of them has known pixels (`nearest` put those in play)
+        evidence = colour_log_likelihood(image, label, hidden, present, index)  # (C, N)
+        logits[:len(present)] += correction.colour * evidence
     if correction.prior_weight:
         slot = torch.full((K,), -1, dtype=torch.long)
         slot[present] = torch.arange(len(present))

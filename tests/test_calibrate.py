@@ -14,6 +14,7 @@ def test_training_measures_a_weight_per_mode(bank):
     assert set(man["correction_weight"]) == set(MODES)
     assert all(w in WEIGHTS for w in man["correction_weight"].values())
     assert set(man["guided_filter"]) == set(MODES)
+    assert set(man["colour_weight"]) == set(MODES)
     scores = man["calibration"]["scores"]
     changed = man["calibration"]["blind_undamaged_changed_pct"]
     assert changed["limit"] == BLIND_CHANGE_LIMIT
@@ -22,7 +23,7 @@ def test_training_measures_a_weight_per_mode(bank):
         return mode != "blind" or setting.startswith("0.0") or max(changed["blocks, objects"][setting]) <= BLIND_CHANGE_LIMIT
 
     for mode, w in man["correction_weight"].items():
-        chosen = setting_name(w, man["guided_filter"][mode])
+        chosen = setting_name(w, man["guided_filter"][mode], man["colour_weight"][mode])
         assert qualifies(mode, chosen)
         assert scores[mode][chosen] == max(v for k, v in scores[mode].items() if qualifies(mode, k))
 
@@ -44,6 +45,7 @@ def test_weight_zero_falls_back_to_nearest_fill(bank, dataset, tmp_path):
     man = json.loads((b / "manifest.json").read_text())
     man["correction_weight"] = {"missing": 0.0, "replace": 1.0, "blind": 1.0}
     man["guided_filter"] = {"missing": False, "replace": False, "blind": False}
+    man["colour_weight"] = {"missing": 0.0, "replace": 0.0, "blind": 0.0}
     (b / "manifest.json").write_text(json.dumps(man))
     labels, images = tmp_path / "l", tmp_path / "i"
     labels.mkdir()

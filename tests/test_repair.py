@@ -34,13 +34,16 @@ def job(dataset, tmp_path):
     return labels, images
 
 
-@pytest.fixture(params=[False, True], ids=["plain", "guided"])
+@pytest.fixture(params=[(False, 0.0), (True, 0.0), (True, 0.75)], ids=["plain", "guided", "guided+colour"])
 def any_bank(request, bank, tmp_path_factory):
-    """The session bank with the image-guided finishing forced off, then on, in every repair mode."""
-    b = tmp_path_factory.mktemp("bank") / ("guided" if request.param else "plain")
+    """The session bank with each finishing forced on in every repair mode: none, the image-guided
+    filter, the filter and the colour evidence."""
+    guided, colour = request.param
+    b = tmp_path_factory.mktemp("bank") / ("guided" if guided else "plain")
     shutil.copytree(bank, b, ignore=shutil.ignore_patterns("train-state", "base.safetensors"))
     man = json.loads((b / "manifest.json").read_text())
-    man["guided_filter"] = {m: request.param for m in ("missing", "replace", "blind")}
+    man["guided_filter"] = {m: guided for m in ("missing", "replace", "blind")}
+    man["colour_weight"] = {m: colour for m in ("missing", "replace", "blind")}
     man["correction_weight"] = {m: 1.0 for m in ("missing", "replace", "blind")}
     (b / "manifest.json").write_text(json.dumps(man))
     return b
@@ -127,7 +130,8 @@ def test_an_outline_around_background_sends_the_label_to_review(bank, tmp_path):
     Image.fromarray(image).save(images / "b.jpg", quality=95)
     Image.fromarray(label, mode="L").save(labels / "a.png")  # outlined object
     Image.fromarray(np.where(label == 2, 0, label).astype(np.uint8), mode="L").save(labels / "b.png")  # its class lost
-    rows = {row.file: row for row in run(labels, images, bank).rows}
+    # review_below=0: only the outline test may send a label to review here, not the model's confidence
+    rows = {row.file: row for row in run(labels, images, bank, review_below=0.0).rows}
     assert rows["a.png"].orphaned_outline < 0.3 and not rows["a.png"].needs_review
     assert rows["b.png"].orphaned_outline >= 0.3 and rows["b.png"].needs_review
     told = run(labels, images, bank, missing=(255,), out=tmp_path / "told").rows

@@ -64,7 +64,7 @@ def train(
         elif e["event"] == "calibrated" and not quiet:
             for mode, scores in e["scores"].items():
                 best = e["chosen"][mode]
-                console.print(f"  calibration, {mode}: correction weight {best} ({scores[best]:.1f} mIoU; "
+                console.print(f"  calibration, {mode}: {best} ({scores[best]:.1f} mIoU; "
                               f"nearest-label fill {scores['0.0']:.1f})")
         elif e["event"] == "epoch" and "val" in e and not quiet:
             for v in e["val"]:
