@@ -114,6 +114,11 @@ class Bank:
         """Whether repairs in this mode are finished by the image-guided filter (set by calibration)."""
         return bool(self.manifest.get("guided_filter", {}).get(mode, False))
 
+    def guided_radius(self, mode: str) -> float | None:
+        """The guided filter's window radius in this mode (set by calibration; None = guided.py's default)."""
+        r = self.manifest.get("guided_radius", {}).get(mode)
+        return None if r is None else float(r)
+
     def colour_weight(self, mode: str) -> float:
         """Weight of the colour evidence (colour.py) in this mode's repairs (set by calibration; 0 = none)."""
         return float(self.manifest.get("colour_weight", {}).get(mode, 0.0))

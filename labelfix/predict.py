@@ -16,7 +16,7 @@ from .bank import Bank
 from .colour import colour_log_likelihood
 from .masking import expand_mask, hole_patches, patch_mean, strategy_mask
 from .device import inference_autocast
-from .guided import ImageGuide, pixel_grid_at, sample_at
+from .guided import RADIUS, ImageGuide, pixel_grid_at, sample_at
 from .propagate import nearest_fill
 
 
@@ -125,10 +125,13 @@ class Correction:
     reach: float               # at the model grid, the farthest any pixel is from a known pixel
     guided: bool = False       # finish with the image-guided filter (guided.py)
     colour: float = 0.0        # weight of the image's colour evidence (colour.py) added to the logits
+    radius: float = RADIUS     # the guided filter's window radius, a share of the image's longer side
 
-    def scaled(self, weight: float, guided: bool | None = None, colour: float | None = None) -> "Correction":
+    def scaled(self, weight: float, guided: bool | None = None, colour: float | None = None,
+               radius: float | None = None) -> "Correction":
         return Correction(self.logits * weight, self.prior_weight, self.reach,
-                          self.guided if guided is None else guided, self.colour if colour is None else colour)
+                          self.guided if guided is None else guided, self.colour if colour is None else colour,
+                          self.radius if radius is None else radius)
 
 
 @torch.no_grad()
@@ -162,7 +165,8 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
             weight = bank.correction_weight(items[i].mode) if calibrated else 1.0
             guided = bank.guided_filter(items[i].mode) if calibrated else False
             colour = bank.colour_weight(items[i].mode) if calibrated else 0.0
-            out[i] = Correction(logits[j] * weight, scale, float(reach[j]), guided, colour)
+            radius = (bank.guided_radius(items[i].mode) if calibrated else None) or RADIUS
+            out[i] = Correction(logits[j] * weight, scale, float(reach[j]), guided, colour, radius)
     return out
 
 
@@ -220,7 +224,8 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
     probs = (probs[:len(present)] / probs.sum(0)).t()  # (N, C)
     c, p = probs.max(1)
     if correction.guided and image is not None:
-        c, p = _guided_finish(probs, present, p, nearest, known_classes, where, index, grid, image)
+        c, p = _guided_finish(probs, present, p, nearest, known_classes, where, index, grid, image,
+                              correction.radius)
     else:
         p = present.index_select(0, p)
     pred[allowed] = p.numpy()
@@ -281,13 +286,13 @@ def classes_that_can_win(logits: torch.Tensor, grid: torch.Tensor) -> torch.Tens
 
 def _guided_finish(probs: torch.Tensor, classes: torch.Tensor, best: torch.Tensor, nearest: torch.Tensor,
                    known_classes: torch.Tensor, where: torch.Tensor, index: torch.Tensor, grid: torch.Tensor,
-                   image: np.ndarray):
+                   image: np.ndarray, radius: float = RADIUS):
     """Guided-filter the class maps of the classes in play; -> (confidence, class) per decided pixel.
 
     probs (N, C) at the decided pixels for the classes `classes` (C,), best (N,) the column of the
     most probable; nearest (H*W,) the nearest known label, known_classes (K,) bool the classes in it
     (all among `classes`); where (H, W) bool, index (N,) its flat positions and grid its
-    `pixel_grid`; image (H, W, 3) uint8.
+    `pixel_grid`; image (H, W, 3) uint8; radius: the filter's window (guided.py).
     """
     # only classes that are known nearby or that the model proposes take part (usually 2 to 5)
     in_play = known_classes[classes] | (torch.bincount(best, minlength=len(classes)) > 0)
@@ -299,7 +304,7 @@ def _guided_finish(probs: torch.Tensor, classes: torch.Tensor, best: torch.Tenso
     column = torch.full(known_classes.shape, -1, dtype=torch.long)  # class -> its column among the G
     column[classes[present]] = torch.arange(G)
     rgb = torch.from_numpy(image).permute(2, 0, 1).contiguous().float().div_(255.0)  # (3, H, W)
-    guide = ImageGuide(rgb, where, grid=grid, index=index)
+    guide = ImageGuide(rgb, where, radius=radius, grid=grid, index=index)
     # the maps are the known labels' one-hot outside the hole and the model's values inside it; only
     # their per-cell sums are needed: those of the known part are counted once (the hole's pixels go
     # to a spare slot), those of the hole are added per pass
