@@ -119,6 +119,10 @@ class Bank:
         r = self.manifest.get("guided_radius", {}).get(mode)
         return None if r is None else float(r)
 
+    def background_bias(self, mode: str) -> float:
+        """Added to the background class's logit in this mode's repairs (set by calibration; 0 = none)."""
+        return float(self.manifest.get("background_bias", {}).get(mode, 0.0))
+
     def colour_weight(self, mode: str) -> float:
         """Weight of the colour evidence (colour.py) in this mode's repairs (set by calibration; 0 = none)."""
         return float(self.manifest.get("colour_weight", {}).get(mode, 0.0))

@@ -45,3 +45,21 @@ def drop_classes(label: torch.Tensor, background_index: int | None, share: float
 def blind_editable(damaged: torch.Tensor, removed_px: torch.Tensor, background_index: int | None) -> torch.Tensor:
     """Blind repair: inside removed patches, background and unlabelled pixels are the ones that may change."""
     return removed_px & background_pixels(damaged, background_index)
+
+
+def background_cells(label, background_index: int | None, grid: int = 14, ratio: float = 0.5):
+    """The paper's protocol on a label of any size: the `ratio` most-background cells of a grid x grid
+    partition, (H, W) numpy label (< 0 unlabelled) -> (H, W) bool. Unlabelled pixels count as background;
+    ties keep row-major order."""
+    import numpy as np
+
+    H, W = label.shape
+    ys = np.linspace(0, H, grid + 1).astype(int)
+    xs = np.linspace(0, W, grid + 1).astype(int)
+    bg = label < 0 if background_index is None else (label < 0) | (label == background_index)
+    share = [(bg[ys[i]:ys[i + 1], xs[j]:xs[j + 1]].mean(), i, j) for i in range(grid) for j in range(grid)]
+    share.sort(key=lambda c: -c[0])  # stable
+    cells = np.zeros((H, W), bool)
+    for _, i, j in share[: int(round(grid * grid * ratio))]:
+        cells[ys[i]:ys[i + 1], xs[j]:xs[j + 1]] = True
+    return cells

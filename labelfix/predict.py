@@ -126,12 +126,23 @@ class Correction:
     guided: bool = False       # finish with the image-guided filter (guided.py)
     colour: float = 0.0        # weight of the image's colour evidence (colour.py) added to the logits
     radius: float = RADIUS     # the guided filter's window radius, a share of the image's longer side
+    background: int | None = None  # the background class, which `background_bias` favours
+    background_bias: float = 0.0   # added to the background logit everywhere (calibrated per mode)
 
     def scaled(self, weight: float, guided: bool | None = None, colour: float | None = None,
-               radius: float | None = None) -> "Correction":
+               radius: float | None = None, background_bias: float | None = None) -> "Correction":
         return Correction(self.logits * weight, self.prior_weight, self.reach,
                           self.guided if guided is None else guided, self.colour if colour is None else colour,
-                          self.radius if radius is None else radius)
+                          self.radius if radius is None else radius, self.background,
+                          self.background_bias if background_bias is None else background_bias)
+
+    def final_logits(self) -> torch.Tensor:
+        """(K, S, S) the correction with the background bias added."""
+        if not self.background_bias or self.background is None:
+            return self.logits
+        out = self.logits.clone()
+        out[self.background] += self.background_bias
+        return out
 
 
 @torch.no_grad()
@@ -166,7 +177,9 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
             guided = bank.guided_filter(items[i].mode) if calibrated else False
             colour = bank.colour_weight(items[i].mode) if calibrated else 0.0
             radius = (bank.guided_radius(items[i].mode) if calibrated else None) or RADIUS
-            out[i] = Correction(logits[j] * weight, scale, float(reach[j]), guided, colour, radius)
+            bias = bank.background_bias(items[i].mode) if calibrated else 0.0
+            out[i] = Correction(logits[j] * weight, scale, float(reach[j]), guided, colour, radius,
+                                bank.classes.background_index, bias)
     return out
 
 
@@ -175,8 +188,9 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
     """Class and confidence per pixel at the original size: (H, W) long and (H, W) float.
 
     label (H, W) model indices; hidden (H, W) bool: pixels the prior must not use; allowed (H, W) bool:
-    the pixels being decided. There, logits = upsampled model correction + prior weight * one-hot(the
-    full-resolution nearest known label); elsewhere the label is returned as it is, with confidence 1.
+    the pixels being decided. There, logits = upsampled model correction (with the background bias)
+    + prior weight * one-hot(the full-resolution nearest known label); elsewhere the label is returned
+    as it is, with confidence 1.
     With the image (H, W, 3) uint8, `correction.colour` weighs the colour evidence (colour.py) added
     to the logits, and with `correction.guided` the class probabilities are finished by the
     image-guided filter (guided.py), so boundaries inside holes follow the image's edges.
@@ -189,25 +203,26 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
     where = torch.from_numpy(allowed)
     index = torch.nonzero(where.flatten())[:, 0]  # (N,) flat positions of the decided pixels
     grid = pixel_grid_at(index, (H, W))  # shared by the upsampling here and the guided filter
+    model_logits = correction.final_logits()  # (K, S, S)
     nearest = None
     if correction.prior_weight or (image is not None and (correction.guided or correction.colour)):
         # every pixel is within `reach` model pixels of a known one; at full size that bounds the
         # search (plus a cell and a half for the model grid's coarser sampling of the holes)
-        cell = max(H, W) / correction.logits.shape[-1]
+        cell = max(H, W) / model_logits.shape[-1]
         bound = (correction.reach + 1.5) * cell + 2
         nearest = nearest_known_label(label, hidden, bound).flatten()  # (H*W,)
-    K = correction.logits.shape[0]
+    K = model_logits.shape[0]
     # only the classes that can win somewhere are upsampled (usually 2 to 5 of K); the others enter
     # the softmax as one channel, the log-sum-exp of their logits
-    in_play = classes_that_can_win(correction.logits, grid)
+    in_play = classes_that_can_win(model_logits, grid)
     known_classes = None
     if nearest is not None:
         known_classes = torch.bincount(nearest, minlength=K) > 0  # (K,)
         in_play |= known_classes
     present = torch.nonzero(in_play)[:, 0]  # (C,)
-    maps = correction.logits[present]  # (C, S, S)
+    maps = model_logits[present]  # (C, S, S)
     if len(present) < K:
-        maps = torch.cat([maps, correction.logits[~in_play].logsumexp(0, keepdim=True)])  # (C+1, S, S)
+        maps = torch.cat([maps, model_logits[~in_play].logsumexp(0, keepdim=True)])  # (C+1, S, S)
     logits = sample_at(maps, grid)  # (C[+1], N)
     if correction.colour and image is not None:
         # the other classes' row keeps 0: none of them has known pixels (`nearest` put those in play)

@@ -405,7 +405,7 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
             scores = calibrate_bank(out, val_pairs[: s.calibrate_images], device, seed=s.seed, progress=progress)
             man = json.loads((out / "manifest.json").read_text())
             chosen = {m: setting_name(man["correction_weight"][m], man["guided_filter"][m], man["colour_weight"][m],
-                                      man["guided_radius"][m]) for m in scores}
+                                      man["guided_radius"][m], man["background_bias"][m]) for m in scores}
             progress({"event": "calibrated", "scores": scores, "chosen": chosen})
     if distributed:
         dist.barrier()

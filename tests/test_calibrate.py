@@ -14,16 +14,18 @@ def test_training_measures_a_weight_per_mode(bank):
     assert set(man["correction_weight"]) == set(MODES)
     assert all(w in WEIGHTS for w in man["correction_weight"].values())
     assert set(man["guided_filter"]) == set(MODES)
-    assert set(man["colour_weight"]) == set(MODES) and set(man["guided_radius"]) == set(MODES)
+    for key in ("colour_weight", "guided_radius", "background_bias"):
+        assert set(man[key]) == set(MODES)
     scores = man["calibration"]["scores"]
     changed = man["calibration"]["blind_undamaged_changed_pct"]
     assert changed["limit"] == BLIND_CHANGE_LIMIT
 
     def qualifies(mode, setting):
-        return mode != "blind" or setting.startswith("0.0") or max(changed["blocks, objects"][setting]) <= BLIND_CHANGE_LIMIT
+        return mode != "blind" or setting == "0.0" or max(changed["blocks, objects"][setting]) <= BLIND_CHANGE_LIMIT
 
     for mode, w in man["correction_weight"].items():
-        chosen = setting_name(w, man["guided_filter"][mode], man["colour_weight"][mode], man["guided_radius"][mode])
+        chosen = setting_name(w, man["guided_filter"][mode], man["colour_weight"][mode], man["guided_radius"][mode],
+                              man["background_bias"][mode])
         assert qualifies(mode, chosen)
         assert scores[mode][chosen] == max(v for k, v in scores[mode].items() if qualifies(mode, k))
 

@@ -114,3 +114,19 @@ def test_precision_choice():
     assert resolve_precision("auto", cpu) in ("fp32", "bf16")
     with pytest.raises(UsageError, match="--precision"):
         resolve_precision("fp8", cpu)
+
+
+def test_background_bias_takes_back_what_the_prior_carried_into_a_hole():
+    # class 1 on the left, background on the right, a hole across the edge: nearest-label fill takes
+    # class 1 to the hole's middle; a background bias larger than the prior's weight gives it back
+    H, W = 16, 32
+    label = np.where(np.arange(W)[None] < 12, 1, 0).repeat(H, 0)
+    hidden = np.zeros((H, W), bool)
+    hidden[:, 8:24] = True
+    plain = Correction(torch.zeros(2, 4, 4), prior_weight=1.0, reach=2.0, background=0)
+    before, _ = finish_labels(plain, label, hidden, hidden)
+    after, _ = finish_labels(plain.scaled(1.0, background_bias=2.0), label, hidden, hidden)
+    assert (before[:, 12:16] == 1).all()
+    assert (after[hidden] == 0).all() and (after[~hidden] == label[~hidden]).all()
+    assert plain.scaled(1.0, background_bias=2.0).final_logits()[0].eq(2.0).all()
+    assert plain.final_logits() is plain.logits  # no bias: no copy
