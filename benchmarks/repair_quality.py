@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from labelfix.baselines import crf_available, dense_crf, nearest_label
+from labelfix.damage import background_cells
 from labelfix.data import open_dataset, read_label
 from labelfix.metrics import confusion, iou_per_class, mean_iou
 from labelfix.repair import RepairSettings, repair
@@ -50,16 +51,7 @@ def blocks(shape, rng, coverage=0.3):
 
 def paper_cells(label, grid=14, ratio=0.5):
     """The `ratio` most-background cells of a grid x grid partition (background = class 0 or void)."""
-    H, W = label.shape
-    ys = np.linspace(0, H, grid + 1).astype(int)
-    xs = np.linspace(0, W, grid + 1).astype(int)
-    bg = (label == 0) | (label == IGNORE)
-    cells = [(bg[ys[i]:ys[i + 1], xs[j]:xs[j + 1]].mean(), i, j) for i in range(grid) for j in range(grid)]
-    cells.sort(key=lambda c: -c[0])  # stable: ties keep row-major order
-    m = np.zeros_like(bg)
-    for _, i, j in cells[: int(round(grid * grid * ratio))]:
-        m[ys[i]:ys[i + 1], xs[j]:xs[j + 1]] = True
-    return m
+    return background_cells(np.where(label == IGNORE, -1, label.astype(np.int64)), 0, grid, ratio)
 
 
 def drop_objects(label, rng):
