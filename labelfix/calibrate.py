@@ -38,9 +38,9 @@ WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 # narrower window does better on holes (VOC blocks 85.7 -> 87.0, paper cells 36.7 -> 37.6 at 0.05), the
 # paper's protocol without it worse (PA-mIoU 37.4 -> 36.0 at ratio 0.5), so each mode picks its own
 FILTERS = ((False, RADIUS), (True, RADIUS), (True, 0.05))  # (guided, radius)
-# weights of the colour evidence (colour.py). On VOC's erased blocks 1.5 scores best, but 1 also holds up
-# on the paper's cells, which the missing mode does not calibrate on (all val labels: 1.5 gives blocks 85.9
-# and cells 35.1, 1 gives 85.7 and 36.7, none 83.1 and 35.0)
+# weights of the colour evidence (colour.py). VOC's erased blocks want more, the paper's cells less (all val
+# labels, bundled bank: 0.5 / 1 / 1.5 give blocks 85.1 / 86.7 / 87.3 and cells 40.3 / 40.0 / 38.1); 1 holds
+# up on both, and each value more doubles the first pass
 COLOURS = (0.0, 1.0)
 # (weight, guided, colour, radius, background bias): first every setting without a bias, then the best
 # one with each of BIASES
