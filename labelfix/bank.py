@@ -102,30 +102,24 @@ class Bank:
         """The ratio whose value is nearest to a label's background fraction (ties: the smaller)."""
         return min(self.ratios, key=lambda r: (round(abs(r - fraction), 6), r))
 
-    def correction_weight(self, mode: str) -> float:
-        """How much of the model's correction to the prior to apply in a repair mode (1 = all of it).
+    def finishing(self, mode: str) -> tuple[float, bool, float, float | None, float]:
+        """How repairs in a mode finish the model's output, as calibrate.py measured it on validation data:
+        (correction weight, guided filter, colour evidence weight, filter radius, background bias), the
+        arguments of `predict.Correction.scaled`.
 
-        Measured on validation data after training (calibrate.py); 0 means that for this kind of
-        damage the bank did not beat nearest-label fill, and repair falls back to it.
+        The weight is the share of the model's correction to the prior (0: the bank did not beat
+        nearest-label fill on this kind of damage, and repair falls back to it). A bank never
+        calibrated applies the whole correction and nothing else; radius None is guided.py's default.
         """
-        return float(self.manifest.get("correction_weight", {}).get(mode, 1.0))
+        m = self.manifest
 
-    def guided_filter(self, mode: str) -> bool:
-        """Whether repairs in this mode are finished by the image-guided filter (set by calibration)."""
-        return bool(self.manifest.get("guided_filter", {}).get(mode, False))
+        def setting(key, default):
+            return m.get(key, {}).get(mode, default)
 
-    def guided_radius(self, mode: str) -> float | None:
-        """The guided filter's window radius in this mode (set by calibration; None = guided.py's default)."""
-        r = self.manifest.get("guided_radius", {}).get(mode)
-        return None if r is None else float(r)
-
-    def background_bias(self, mode: str) -> float:
-        """Added to the background class's logit in this mode's repairs (set by calibration; 0 = none)."""
-        return float(self.manifest.get("background_bias", {}).get(mode, 0.0))
-
-    def colour_weight(self, mode: str) -> float:
-        """Weight of the colour evidence (colour.py) in this mode's repairs (set by calibration; 0 = none)."""
-        return float(self.manifest.get("colour_weight", {}).get(mode, 0.0))
+        radius = setting("guided_radius", None)
+        return (float(setting("correction_weight", 1.0)), bool(setting("guided_filter", False)),
+                float(setting("colour_weight", 0.0)), None if radius is None else float(radius),
+                float(setting("background_bias", 0.0)))
 
     def model(self, ratio: float, device="cpu") -> LMAE:
         key = (ratio, str(device))

@@ -170,7 +170,8 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0, progress=
     manifest["colour_weight"] = {m: st[2] for m, st in best.items()}
     manifest["guided_radius"] = {m: st[3] for m, st in best.items()}
     manifest["background_bias"] = {m: st[4] for m, st in best.items()}
-    manifest["calibration"] = {"images": len(pairs), "scores": scores}
+    manifest["calibration"] = {"images": len(pairs), "chosen": {m: setting_name(*st) for m, st in best.items()},
+                               "scores": scores}
     if "blind" in measured:
         manifest["calibration"]["blind_undamaged_changed_pct"] = {
             "limit": BLIND_CHANGE_LIMIT, "blocks, objects": changed_pct}

@@ -6,6 +6,7 @@ holds -1 where no label is known.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .masking import background_pixels
@@ -51,8 +52,6 @@ def background_cells(label, background_index: int | None, grid: int = 14, ratio:
     """The paper's protocol on a label of any size: the `ratio` most-background cells of a grid x grid
     partition, (H, W) numpy label (< 0 unlabelled) -> (H, W) bool. Unlabelled pixels count as background;
     ties keep row-major order."""
-    import numpy as np
-
     H, W = label.shape
     ys = np.linspace(0, H, grid + 1).astype(int)
     xs = np.linspace(0, W, grid + 1).astype(int)

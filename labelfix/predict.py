@@ -151,9 +151,10 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
     """The model's correction to the prior, per item; items are grouped by ratio.
 
     The nearest-label prior term is taken out here and added back at the original size by
-    `finish_labels`, so labels keep full-resolution detail where the model does not disagree. The
-    correction is scaled by the bank's calibrated weight for the item's repair mode (calibrate.py),
-    unless `calibrated` is False. precision: auto, fp32 or bf16 (device.resolve_precision).
+    `finish_labels`, so labels keep full-resolution detail where the model does not disagree. Each
+    correction carries the finishing the bank's calibration chose for the item's repair mode
+    (`Bank.finishing`: weight, filter, colour evidence, background bias), unless `calibrated` is False.
+    precision: auto, fp32 or bf16 (device.resolve_precision).
     """
     device = torch.device(device)
     out: list = [None] * len(items)
@@ -173,13 +174,8 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
         logits = logits.cpu()
         reach = nearest[1].flatten(1).amax(1).cpu()  # (B,)
         for j, i in enumerate(idx):
-            weight = bank.correction_weight(items[i].mode) if calibrated else 1.0
-            guided = bank.guided_filter(items[i].mode) if calibrated else False
-            colour = bank.colour_weight(items[i].mode) if calibrated else 0.0
-            radius = (bank.guided_radius(items[i].mode) if calibrated else None) or RADIUS
-            bias = bank.background_bias(items[i].mode) if calibrated else 0.0
-            out[i] = Correction(logits[j] * weight, scale, float(reach[j]), guided, colour, radius,
-                                bank.classes.background_index, bias)
+            plain = Correction(logits[j], scale, float(reach[j]), background=bank.classes.background_index)
+            out[i] = plain.scaled(*bank.finishing(items[i].mode)) if calibrated else plain
     return out
 
 

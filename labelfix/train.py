@@ -400,12 +400,10 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
             "val": final_val,
         })
         if s.calibrate_images:
-            from .calibrate import calibrate_bank, setting_name
+            from .calibrate import calibrate_bank
             progress({"event": "calibrate", "images": min(s.calibrate_images, len(val_pairs))})
             scores = calibrate_bank(out, val_pairs[: s.calibrate_images], device, seed=s.seed, progress=progress)
-            man = json.loads((out / "manifest.json").read_text())
-            chosen = {m: setting_name(man["correction_weight"][m], man["guided_filter"][m], man["colour_weight"][m],
-                                      man["guided_radius"][m], man["background_bias"][m]) for m in scores}
+            chosen = json.loads((out / "manifest.json").read_text())["calibration"]["chosen"]
             progress({"event": "calibrated", "scores": scores, "chosen": chosen})
     if distributed:
         dist.barrier()
