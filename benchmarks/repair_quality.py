@@ -8,9 +8,11 @@ dataset-level confusion matrices (void excluded):
   paper-cells      the 50% most-background cells of a 14 x 14 grid set to 255, --missing 255
   zero-blocks      the same blocks set to 0 (background), blind repair
   dropped-objects  about half of the objects (classes of an image) set to background, blind repair
+  clean            no damage, blind repair (not run unless asked: --cases clean): what it changes that was right
 
 For the two --missing cases, nearest-label fill and a dense CRF (if pydensecrf2 is installed) fill the
-same pixels. For the blind cases, the share of undamaged pixels that repair changed is reported too.
+same pixels. For the blind cases, the share of undamaged pixels that repair changed is reported too
+(void excluded: blind repair fills VOC's outlines), and the labels where dropped objects were named.
 
     python benchmarks/repair_quality.py --data path/to/voc2012 [--bank checkpoints/voc] [--skip N] [--limit N]
         [--side 500] [--json out.json]
@@ -87,6 +89,7 @@ def damage_all(pairs, seed, side=None, folder=None):
             "paper-cells": (np.where(paper_cells(lab), IGNORE, lab), paper_cells(lab)),
             "zero-blocks": (np.where(b, 0, lab), b),
             "dropped-objects": (np.where(drop_objects(lab, rng) , 0, lab), None),
+            "clean": (lab, np.zeros(lab.shape, bool)),
         })
         d = out[-1]["dropped-objects"][0] != lab
         out[-1]["dropped-objects"] = (out[-1]["dropped-objects"][0], d)
@@ -133,7 +136,11 @@ def run_case(items, case, bank, tmp: Path, missing: bool, crf: bool, K: int):
             undamaged_total += int(valid.sum())
     row = {"case": case, "images": len(items), "repair_seconds": round(seconds, 2),
            "repair_images_per_s": round(len(items) / seconds, 2)}
+    if not missing:
+        row["labels_restored"] = sum(r.restored_pixels > 0 for r in res.rows)
     for m, c in conf.items():
+        if case == "clean":
+            continue  # nothing damaged to score
         if case == "dropped-objects":
             # the dropped pixels are all objects: score the object classes (background has no truth here)
             iou = iou_per_class(c)[1:]
@@ -171,6 +178,7 @@ def main():
             rows.append(row)
             figures = {k: round(v, 1) for k, v in row.items() if k in ("labelfix", "nearest-label", "dense-crf")}
             extra = f", undamaged pixels changed {row['undamaged_changed_pct']}%" if "undamaged_changed_pct" in row else ""
+            extra += f", dropped objects named in {row['labels_restored']} labels" if "labels_restored" in row else ""
             print(f"{case:16s} mIoU on damaged pixels: {figures}{extra}  ({row['repair_images_per_s']} img/s)", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps({"data": a.data, "split": a.split, "bank": a.bank, "seed": a.seed,

@@ -3,6 +3,8 @@
     manifest.json   format version, model config, classes (names, ignore, background, palette),
                     input and patch size, {ratio: {file, sha256}}, training summary
     ratio-0.50.safetensors, ...
+    objects.safetensors   optional: the namer of dropped objects (objects.py), {objects: {file, sha256,
+                    hidden, members, min_probability}} in the manifest
 
 Loading checks the format version, each file's sha256, and the weights' keys and shapes, and says
 what is wrong. `hf://ORG/REPO[@REVISION]` is fetched with huggingface_hub (its cache works offline).
@@ -18,12 +20,14 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from .classes import ClassSet
 from .config import LMAEConfig
 from .errors import BankError
 from .model import LMAE
+from .objects import RegionNamer
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -55,7 +59,7 @@ def ratio_key(ratio: float) -> str:
     return f"{float(ratio):.2f}"
 
 
-def save_weights(model: LMAE, path: Path) -> str:
+def save_weights(model: torch.nn.Module, path: Path) -> str:
     """Write a model's weights as safetensors atomically; returns the file's sha256."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -120,6 +124,22 @@ class Bank:
         return (float(setting("correction_weight", 1.0)), bool(setting("guided_filter", False)),
                 float(setting("colour_weight", 0.0)), None if radius is None else float(radius),
                 float(setting("background_bias", 0.0)))
+
+    def namer(self) -> tuple[RegionNamer, float] | None:
+        """The namer of dropped objects and the probability it must reach, or None if the bank has none."""
+        entry = self.manifest.get("objects")
+        if not entry:
+            return None
+        with self._loading:
+            if "namer" not in self._models:
+                namer = RegionNamer(self.classes.num_classes, int(entry["hidden"]), int(entry["members"]))
+                path = self.path / entry["file"]
+                try:
+                    namer.load_state_dict(load_file(str(path)))
+                except Exception as e:  # unreadable, or keys and shapes that do not fit the manifest
+                    raise BankError(f"{path}: not the dropped-object namer the manifest describes ({e})") from None
+                self._models["namer"] = namer.eval()
+            return self._models["namer"], float(entry["min_probability"])
 
     def model(self, ratio: float, device="cpu") -> LMAE:
         key = (ratio, str(device))
@@ -199,4 +219,11 @@ def load_bank(spec: str | Path | None = None, verify: bool = True) -> Bank:
         if verify and sha256(f) != entry["sha256"]:
             raise BankError(f"{f}: sha256 does not match the manifest; the file is damaged or was replaced")
         files[float(key)] = f
+    objects = manifest.get("objects")
+    if objects:
+        f = folder / objects["file"]
+        if not f.exists():
+            raise BankError(f"{f}: listed in the manifest but missing")
+        if verify and sha256(f) != objects["sha256"]:
+            raise BankError(f"{f}: sha256 does not match the manifest; the file is damaged or was replaced")
     return Bank(folder, manifest, cfg, classes, files)

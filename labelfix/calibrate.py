@@ -13,7 +13,9 @@ writes them to the manifest.
   blind    blocks set to background or objects dropped to background: mIoU over the whole label,
            so that a change that breaks good pixels counts as much as one that mends bad ones; and a
            setting qualifies only if it changes at most BLIND_CHANGE_LIMIT % of the undamaged pixels
-           in each of the two cases (the promise of blind repair: what was right stays right)
+           in each of the two cases (the promise of blind repair: what was right stays right). As in
+           repair, dropped objects the bank's namer recognises (objects.py) are given back first and
+           are known to the model; they count as changes like any other
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import torch
 
 from .bank import MANIFEST, atomic_write_bytes, load_bank
 from .damage import background_cells, random_blocks
+from .erasure import find_erasures
 from .data import load_pair
 from .metrics import confusion, mean_iou
 from .guided import RADIUS
+from .objects import restore_dropped
 from .predict import finish_labels, prepare, run_model
 
 # above 1 the correction is amplified: blind repair, where the prior keeps the suspect background's
@@ -86,6 +90,17 @@ def _cases(label: np.ndarray, mode: str, ratios, bg, gen: torch.Generator):
     return out
 
 
+def _restore(image, damaged: np.ndarray, bank):
+    """Blind cases, as repair does it: (label the model sees, (H, W) bool restored by the namer or None)."""
+    namer, bg = bank.namer(), bank.classes.background_index
+    if namer is None:
+        return damaged, None
+    restored, _ = restore_dropped(image, damaged, bg, namer[0], namer[1], exclude=find_erasures(damaged, bg))
+    if not (restored >= 0).any():
+        return damaged, None
+    return np.where(restored >= 0, restored, damaged), restored >= 0
+
+
 def _measure(bank, pairs, settings: dict, device, seed: int, step=None):
     """Confusions per (mode, setting) and blind changes per (case, setting) for settings {mode: [setting]}.
 
@@ -101,13 +116,16 @@ def _measure(bank, pairs, settings: dict, device, seed: int, step=None):
         for mode in MODES:
             for case, (damaged, missing, ratio, policy, scored, damage) in \
                     enumerate(_cases(label, mode, bank.ratios, bg, gen)):
-                mi, allowed = prepare(image, damaged, bank, missing=missing, ratio=ratio, policy=policy)
+                known, restored = _restore(image, damaged, bank) if mode == "blind" else (damaged, None)
+                mi, allowed = prepare(image, known, bank, missing=missing, ratio=ratio, policy=policy)
                 corr, = run_model(bank, [mi], device, calibrated=False, precision="fp32")
                 where = torch.from_numpy(mi.removed_full if scored is None else scored)
                 undamaged = None if damage is None else ~damage & (label >= 0)
                 n_undamaged = 0 if undamaged is None else int(undamaged.sum())
                 for st in settings[mode]:
-                    pred, _ = finish_labels(corr.scaled(*st), damaged, mi.hidden_full, allowed, image)
+                    pred, _ = finish_labels(corr.scaled(*st), known, mi.hidden_full, allowed, image)
+                    if restored is not None:
+                        pred = np.where(restored, known, pred)
                     conf[(mode, st)] += confusion(torch.from_numpy(pred), truth, K, where)
                     if undamaged is not None:
                         counts = changes[(case, st)]

@@ -30,11 +30,12 @@ from .data import IMAGE_EXTS, LabelFile, find_image, read_image, read_label
 from .device import pick_device, resolve_precision
 from .erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline
 from .errors import InputFileError, UsageError
+from .objects import restore_dropped
 from .predict import ModelInput, background_fraction, finish_labels, prepare, run_model
 
 POLICIES = ("fill", "replace")
 REPORT_COLUMNS = ("file", "status", "background_fraction", "ratio", "patches_removed", "erased_pixels",
-                  "orphaned_outline", "pixels_changed", "classes_added", "mean_confidence", "needs_review",
+                  "orphaned_outline", "restored_pixels", "pixels_changed", "classes_added", "mean_confidence", "needs_review",
                   "seconds", "error")
 
 
@@ -63,7 +64,8 @@ class RepairSettings:
     shard: tuple[int, int] | None = None  # (i, n): this process repairs the files with hash % n == i
     workers: int = 0                      # pipeline threads; 0 = one per CPU core, at most MAX_AUTO_WORKERS
     precision: str = "auto"               # the model's: auto = bf16 where the device does it natively
-    find_erasures: bool = True            # blind fill: look for erased blocks (erasure.py) and fill them
+    find_erasures: bool = True            # blind fill: read the outlines for erased blocks (erasure.py) and
+                                          # dropped objects (objects.py) and repair them
 
 
 @dataclass
@@ -75,6 +77,7 @@ class ImageRow:
     patches_removed: int = 0
     erased_pixels: int = 0               # blind: background found cut off (erasure.py), repaired as missing
     orphaned_outline: float | None = None  # blind: share of the outline with background on both sides
+    restored_pixels: int = 0             # blind: background inside orphaned outline given an object's class back
     pixels_changed: int = 0
     classes_added: str = ""
     mean_confidence: float | None = None
@@ -158,7 +161,10 @@ class _Prepared:
     row: ImageRow
     path: Path
     label: LabelFile | None = None
-    index: np.ndarray | None = None      # (H, W) model indices, -1 unlabelled
+    index: np.ndarray | None = None      # (H, W) model indices, -1 unlabelled, with restored objects
+    original: np.ndarray | None = None   # the same before dropped objects were restored
+    restored: np.ndarray | None = None   # (H, W) bool: given a class by objects.restore_dropped
+    restored_probability: np.ndarray | None = None
     image: np.ndarray | None = None
     model_input: ModelInput | None = None
     allowed: np.ndarray | None = None
@@ -194,19 +200,31 @@ def _prepare_one(path: Path, s: RepairSettings, bank: Bank) -> _Prepared:
         index = classes.to_index(values)
         if missing is not None:
             index[missing] = -1
-        model_index = index
+        original, erased = index, None
         if missing is None and classes.background_index is not None:
-            # an outline around background: an object lost its class, which only a person can give back
+            # an outline around background: an object lost its class; a person should check the class given back
             item.row.orphaned_outline = round(orphaned_outline(index, classes.background_index), 3)
+            reading_outlines = s.find_erasures and s.policy == "fill"
             # blind fill: background cut off from objects along straight edges was erased; repair it as missing
-            erased = find_erasures(index, classes.background_index) if s.find_erasures and s.policy == "fill" \
-                else None
+            erased = find_erasures(index, classes.background_index) if reading_outlines else None
             if erased is not None and erased.any():
-                missing, model_index = erased, np.where(erased, -1, index)  # erased: unknown to the model
+                missing = erased
                 item.row.erased_pixels = int(erased.sum())
-        item.row.background_fraction = round(background_fraction(index, classes.background_index), 4)
+            # and background inside an orphaned outline was an object: name it (but not where blocks were
+            # erased, whose outline pieces look orphaned too)
+            namer = bank.namer() if reading_outlines and item.row.orphaned_outline > 0 else None
+            if namer is not None:
+                restored, probability = restore_dropped(image, index, classes.background_index, namer[0],
+                                                        max(namer[1], s.min_confidence), exclude=erased)
+                if (restored >= 0).any():
+                    item.restored, item.restored_probability = restored >= 0, probability
+                    index = np.where(item.restored, restored, index)  # known objects from here on
+                    item.row.restored_pixels = int(item.restored.sum())
+        model_index = index if erased is None else np.where(erased, -1, index)  # erased: unknown to the model
+        item.row.background_fraction = round(background_fraction(original, classes.background_index), 4)
         mi, allowed = prepare(image, model_index, bank, missing=missing, ratio=s.ratio, policy=s.policy)
         item.label, item.index, item.image, item.model_input, item.allowed = lab, index, image, mi, allowed
+        item.original = original
         item.row.ratio = mi.ratio
         item.row.patches_removed = int(mi.removed.sum())
     except InputFileError as e:
@@ -233,20 +251,25 @@ def _finish_one(item: _Prepared, probs, s: RepairSettings, bank: Bank, out: Path
     """Merge the prediction under the policy, write the label (and preview), fill the row."""
     row = item.row
     pred, conf = finish_labels(probs, item.index, item.model_input.hidden_full, item.allowed, item.image)
+    allowed = item.allowed
+    if item.restored is not None:  # dropped objects given back: their named class, the namer's confidence
+        pred = np.where(item.restored, item.index, pred)
+        conf = np.where(item.restored, item.restored_probability, conf)
+        allowed = allowed | item.restored
     confident = conf >= s.min_confidence
-    change = item.allowed & confident & (pred != item.index)
+    change = allowed & confident & (pred != item.original)
     new_values = item.label.values.copy()
     written = pred[change]
     new_values[change] = train_ids_to_cityscapes(written) if is_cityscapes_label_ids(item.path.name) else written
     row.pixels_changed = int(change.sum())
     K = bank.classes.num_classes
-    before = set(np.flatnonzero(np.bincount(item.index.ravel() + 1, minlength=K + 1)[1:]).tolist())  # -1 = none
+    before = set(np.flatnonzero(np.bincount(item.original.ravel() + 1, minlength=K + 1)[1:]).tolist())  # -1 = none
     after = set(np.flatnonzero(np.bincount(written.ravel(), minlength=K)).tolist()) if row.pixels_changed else set()
     row.classes_added = ";".join(bank.classes.names[c] for c in sorted(after - before))
     row.mean_confidence = round(float(conf[change].mean()), 4) if row.pixels_changed else None
-    held_back = int((item.allowed & ~confident).sum())
+    held_back = int((allowed & ~confident).sum())
     row.needs_review = bool((row.mean_confidence is not None and row.mean_confidence < s.review_below)
-                            or held_back > 0.2 * max(int(item.allowed.sum()), 1)
+                            or held_back > 0.2 * max(int(allowed.sum()), 1)
                             or (row.orphaned_outline or 0.0) >= REVIEW_ORPHANED)
     row.status = "repaired" if row.pixels_changed else "unchanged"
     if not s.dry_run:

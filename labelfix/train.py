@@ -5,6 +5,9 @@ strategies (1:2:2), explicit missing blocks, and blind damage (blocks or objects
 then background-first removal). Adam (beta1 0.9, weight decay 1e-4) with ReduceLROnPlateau
 (patience 5, threshold 1e-3, factor 0.8), as in the paper. Runs on one device, or on several
 processes under `torchrun` (DistributedDataParallel; gloo on CPU, nccl on CUDA).
+
+Then, where the labels outline their objects, the namer of dropped objects (objects.py) is fitted
+on the training labels' objects, and each repair mode is calibrated (calibrate.py).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
@@ -203,6 +207,27 @@ def _load_init(model: LMAE, bank, ratio: float, weights: torch.Tensor) -> None:
     """Copy the init bank's model of `ratio` into `model`; the logit bias stays this dataset's."""
     model.load_state_dict(bank.model(ratio, "cpu").state_dict())
     model.logit_bias.copy_(-torch.log(weights))
+
+
+def fit_namer(bank_dir: Path, pairs, classes: ClassSet, seed: int = 0) -> dict:
+    """Fit the namer of dropped objects on training pairs and add it to a bank (objects.safetensors and
+    the manifest's `objects`). Labels without orphaned outlines to learn from (no outline convention)
+    leave the bank without one. Returns what it did, for the progress log."""
+    from .bank import MANIFEST, atomic_write_bytes
+    from .objects import MIN_PROBABILITY, training_samples, train_namer
+
+    t0 = time.time()
+    samples = training_samples(pairs, classes, np.random.default_rng(seed))
+    if samples is None:
+        return {"pieces": 0, "seconds": round(time.time() - t0, 1)}
+    namer = train_namer(*samples, classes.num_classes, seed=seed)
+    name = "objects.safetensors"
+    manifest = json.loads((Path(bank_dir) / MANIFEST).read_text())
+    manifest["objects"] = {"file": name, "sha256": save_weights(namer, Path(bank_dir) / name),
+                           "hidden": namer.members[0][0].out_features, "members": len(namer.members),
+                           "min_probability": MIN_PROBABILITY, "pieces": len(samples[1])}
+    atomic_write_bytes(Path(bank_dir) / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    return {"pieces": len(samples[1]), "seconds": round(time.time() - t0, 1)}
 
 
 def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None) -> TrainResult:
@@ -399,6 +424,9 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
                          "init_manifest_sha256": init_bank.manifest_sha256 if init_bank else None},
             "val": final_val,
         })
+        if classes.background_index is not None:
+            progress({"event": "namer", "images": len(train_pairs)})
+            progress({"event": "named", **fit_namer(out, train_pairs, classes, seed=s.seed)})
         if s.calibrate_images:
             from .calibrate import calibrate_bank
             progress({"event": "calibrate", "images": min(s.calibrate_images, len(val_pairs))})

@@ -37,6 +37,20 @@ def test_damaged_file_is_named(bank, tmp_path):
         load_bank(b)
 
 
+def test_the_namer_of_dropped_objects_loads_and_is_checked(bank, tmp_path):
+    namer, min_probability = load_bank(bank).namer()
+    assert not namer.training and 0 <= min_probability <= 1
+    b = copy_bank(bank, tmp_path)
+    f = b / "objects.safetensors"
+    f.write_bytes(f.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(BankError, match="objects.safetensors: sha256 does not match"):
+        load_bank(b)
+    man = json.loads((b / "manifest.json").read_text())
+    del man["objects"]
+    (b / "manifest.json").write_text(json.dumps(man))
+    assert load_bank(b).namer() is None  # an older bank: blind repair names no dropped objects
+
+
 def test_missing_file_and_manifest(bank, tmp_path):
     b = copy_bank(bank, tmp_path)
     (b / "ratio-0.30.safetensors").unlink()

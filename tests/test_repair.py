@@ -138,6 +138,34 @@ def test_an_outline_around_background_sends_the_label_to_review(bank, tmp_path):
     assert all(row.orphaned_outline is None for row in told)  # with --missing the user said what is wrong
 
 
+def test_blind_fill_gives_a_dropped_object_its_class_back(bank, tmp_path):
+    from conftest import make_dataset
+    from labelfix.data import open_dataset
+    from labelfix.train import fit_namer
+
+    # the session bank's namer learned from 12 labels; this one from 40, so that it surely names the square
+    named = tmp_path / "bank"
+    shutil.copytree(bank, named, ignore=shutil.ignore_patterns("train-state", "base.safetensors"))
+    ds = open_dataset(make_dataset(tmp_path / "synth", n_train=40, n_val=1, seed=3))
+    assert fit_namer(named, ds.pairs("train"), ds.classes)["pieces"] > 0
+    labels, images = tmp_path / "labels", tmp_path / "images"
+    labels.mkdir()
+    images.mkdir()
+    label = np.zeros((64, 64), np.uint8)
+    label[12:52, 10:50] = 2
+    Image.fromarray(COLOURS[label]).save(images / "a.jpg", quality=95)
+    label[11:53, 9:51][[0, -1]] = 255
+    label[11:53, 9:51][:, [0, -1]] = 255
+    Image.fromarray(np.where(label == 2, 0, label).astype(np.uint8), mode="L").save(labels / "a.png")  # class lost
+    row, = run(labels, images, named).rows
+    new = np.array(Image.open(tmp_path / "labels-repaired" / "a.png"))
+    assert row.restored_pixels == 40 * 40 and (new[12:52, 10:50] == 2).all() and row.classes_added == "green"
+    assert row.needs_review  # a named class is a guess a person should check
+    assert row.pixels_changed == int((new != np.where(label == 2, 0, label)).sum())
+    off, = run(labels, images, named, find_erasures=False, out=tmp_path / "off").rows
+    assert off.restored_pixels == 0
+
+
 def test_replace_policy_stays_inside_removed_patches(job, bank):
     labels, images = job
     res = run(labels, images, bank, policy="replace", ratio=0.3)

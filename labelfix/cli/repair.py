@@ -32,7 +32,7 @@ def repair(
     missing: list[int] = typer.Option([], "--missing", help="A value that marks unlabelled pixels; fill exactly those. Repeatable."),
     ratio: str = typer.Option("auto", "--ratio", help="Mask ratio, or auto (from each label's background fraction)."),
     policy: str = typer.Option("fill", "--policy", help="fill: change only background/unlabelled pixels; replace: rewrite removed patches."),
-    erasures: bool = typer.Option(True, "--erasures/--no-erasures", help="Blind fill: find blocks erased to background (objects cut along straight edges where labels outline objects) and fill them."),
+    erasures: bool = typer.Option(True, "--erasures/--no-erasures", help="Blind fill: read the outlines (where labels outline objects) for blocks erased to background (objects cut along straight edges), filled like --missing, and for objects relabelled to background (an outline with background on both sides), given back the class the bank's namer finds likeliest."),
     min_confidence: float = typer.Option(0.0, "--min-confidence", help="Keep a pixel unchanged below this model probability."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     batch_size: int = typer.Option(8, "--batch-size", help="Labels per model batch."),

@@ -57,6 +57,11 @@ def train(
             if key not in tasks:
                 tasks[key] = bar.add_task(f"{e['stage']} epoch {e['epoch']}/{e['epochs']}", total=e["steps"], info="")
             bar.update(tasks[key], completed=e["step"], info=f"loss {e['loss']:.4f}  {e['images_per_s']:.1f} img/s")
+        elif e["event"] == "namer" and not quiet:
+            console.print(f"fitting the namer of dropped objects on {e['images']} labels")
+        elif e["event"] == "named" and not quiet:
+            console.print(f"  {e['pieces']} pieces behind orphaned outlines"
+                          + ("" if e["pieces"] else ": none, so the bank has no namer (labels without outlines)"))
         elif e["event"] == "calibrate-step":
             if "calibrate" not in tasks:
                 tasks["calibrate"] = bar.add_task("calibrating repair modes", total=e["total"], info="")
