@@ -35,8 +35,8 @@ from .predict import ModelInput, background_fraction, finish_labels, prepare, ru
 
 POLICIES = ("fill", "replace")
 REPORT_COLUMNS = ("file", "status", "background_fraction", "ratio", "patches_removed", "erased_pixels",
-                  "orphaned_outline", "restored_pixels", "pixels_changed", "classes_added", "mean_confidence", "needs_review",
-                  "seconds", "error")
+                  "orphaned_outline", "restored_pixels", "pixels_changed", "classes_added", "mean_confidence",
+                  "needs_review", "seconds", "error")
 
 
 # Threads share one interpreter lock, which every torch op takes back when it ends: beyond a few
