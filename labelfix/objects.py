@@ -143,11 +143,20 @@ def _colour_histogram(pixels: np.ndarray) -> np.ndarray:
     return np.bincount(bins, minlength=COLOUR_LEVELS ** 3) / max(len(pixels), 1)
 
 
-def piece_features(image: np.ndarray, region: np.ndarray, present: np.ndarray, topology: np.ndarray) -> np.ndarray:
+def image_edges(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(h, w) float gradient magnitude of the grey image and (h, w) int direction bin (0..EDGE_BINS-1)."""
+    gy, gx = np.gradient(image.astype(np.float32).mean(2))
+    direction = ((np.arctan2(gy, gx) % np.pi) / np.pi * EDGE_BINS).astype(int).clip(0, EDGE_BINS - 1)
+    return np.hypot(gx, gy), direction
+
+
+def piece_features(image: np.ndarray, edges: tuple[np.ndarray, np.ndarray], region: np.ndarray,
+                   present: np.ndarray, topology: np.ndarray) -> np.ndarray:
     """(F,) float32 features of one candidate piece.
 
-    image (h, w, 3) uint8 and region (h, w) bool on the working grid (`working_grid`); present (K,) the
-    classes the label still holds (0/1); topology (TOPOLOGY_FEATURES,) from `dropped_pieces`."""
+    image (h, w, 3) uint8, its `image_edges` and region (h, w) bool on the working grid (`working_grid`);
+    present (K,) the classes the label still holds (0/1); topology (TOPOLOGY_FEATURES,) from
+    `dropped_pieces`."""
     h, w = region.shape
     pixels = image[region]
     ys, xs = np.nonzero(region)
@@ -156,17 +165,14 @@ def piece_features(image: np.ndarray, region: np.ndarray, present: np.ndarray, t
     around = np.zeros_like(region)
     around[max(0, y0 - reach):y1 + reach, max(0, x0 - reach):x1 + reach] = True
     around &= ~region
-    grey = image.astype(np.float32).mean(2)
-    gy, gx = np.gradient(grey)
-    magnitude = np.hypot(gx, gy)[region]
-    direction = ((np.arctan2(gy, gx)[region] % np.pi) / np.pi * EDGE_BINS).astype(int).clip(0, EDGE_BINS - 1)
-    edges = np.bincount(direction, weights=magnitude, minlength=EDGE_BINS) / (magnitude.sum() + 1e-6)
+    magnitude, direction = edges[0][region], edges[1][region]
+    edge_directions = np.bincount(direction, weights=magnitude, minlength=EDGE_BINS) / (magnitude.sum() + 1e-6)
     mean = pixels.mean(0) / 255
     shape = [region.mean(), (y1 - y0) / h, (x1 - x0) / w, np.log((y1 - y0) / (x1 - x0)), ys.mean() / h,
              xs.mean() / w, region.sum() / ((y1 - y0) * (x1 - x0)), magnitude.mean() / 50, *mean,
              pixels.std(0).mean() / 128]
-    return np.concatenate([_colour_histogram(pixels), _colour_histogram(image[around]), edges, shape, topology,
-                           present]).astype(np.float32)
+    return np.concatenate([_colour_histogram(pixels), _colour_histogram(image[around]), edge_directions, shape,
+                           topology, present]).astype(np.float32)
 
 
 def working_grid(shape: tuple[int, int]) -> int:
@@ -186,14 +192,15 @@ def candidates(image: np.ndarray, label: np.ndarray, background_index: int, num_
     present[held[held != background_index]] = 1
     step = working_grid(label.shape)
     small_image, small_pieces = image[::step, ::step], pieces[::step, ::step]
+    small_edges, full_edges = image_edges(small_image), None  # once per label, not per piece
     rows = []
     for i, t in zip(ids, topology):
         region = small_pieces == i
-        if not region.any():  # thinner than the grid: read it at full size
-            region, img = pieces == i, image
-        else:
-            img = small_image
-        rows.append(piece_features(img, region, present, t))
+        if region.any():
+            rows.append(piece_features(small_image, small_edges, region, present, t))
+        else:  # thinner than the grid: read it at full size
+            full_edges = image_edges(image) if full_edges is None else full_edges
+            rows.append(piece_features(image, full_edges, pieces == i, present, t))
     return pieces, ids, np.stack(rows), links
 
 
