@@ -14,8 +14,8 @@ Recognising an object is what the L-MAE trained on ~1k images does not do (dropp
 mIoU); naming a region whose extent the outline gives is easier: the namer, trained on the VOC train
 labels' objects, scores 31.1 on VOC val (benchmarks/repair_quality.py, dropped-objects).
 
-Pure numpy but for the MLPs; a few milliseconds a label, and nothing runs on a label without an
-orphaned outline.
+Pure numpy but for the MLPs; about 23 ms a 500 x 375 label with dropped objects, and nothing runs
+on a label without an orphaned outline.
 """
 
 from __future__ import annotations
