@@ -318,22 +318,28 @@ def train_namer(X: np.ndarray, Y: np.ndarray, area: np.ndarray, num_classes: int
     count = torch.bincount(y, minlength=num_classes).float()
     class_weight = (count.sum() / count.clamp(min=1)).sqrt()
     sample_weight = torch.from_numpy(area / area.mean())
-    for m in range(members):
-        gen = torch.Generator().manual_seed(seed * 100 + m)
-        torch.manual_seed(seed * 100 + m)
-        net = namer.members[m]
-        for layer in net:
-            if isinstance(layer, nn.Linear):
-                layer.reset_parameters()
-        opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-2)
-        namer.train()
-        for _ in range(epochs):
-            order = torch.randperm(len(y), generator=gen)
-            for i in range(0, len(order), 256):
-                b = order[i:i + 256]
-                loss = nn.functional.cross_entropy(namer.logits(x[b], m), y[b], weight=class_weight, reduction="none")
-                loss = (loss * sample_weight[b]).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+    with torch.random.fork_rng():  # seeded here for reproducible banks, without touching the caller's RNG
+        for m in range(members):
+            _fit_member(namer, m, x, y, class_weight, sample_weight, seed * 100 + m, epochs)
     return namer.eval()
+
+
+def _fit_member(namer: RegionNamer, m: int, x, y, class_weight, sample_weight, seed: int, epochs: int) -> None:
+    """Fit one member of the ensemble from fresh weights (the others are left as they are)."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # the initial weights and the dropout
+    net = namer.members[m]
+    for layer in net:
+        if isinstance(layer, nn.Linear):
+            layer.reset_parameters()
+    opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-2)
+    namer.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(y), generator=gen)
+        for i in range(0, len(order), 256):
+            b = order[i:i + 256]
+            loss = nn.functional.cross_entropy(namer.logits(x[b], m), y[b], weight=class_weight, reduction="none")
+            loss = (loss * sample_weight[b]).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()

@@ -93,8 +93,9 @@ def test_a_dropped_object_gets_its_class_back_and_nothing_else_changes(namer):
 
 def test_min_probability_above_one_restores_nothing(namer):
     image, raw = synthetic_pair(np.random.default_rng(1), 64, 64)
-    label = np.where(raw == 255, 0, raw.astype(np.int64))
-    restored, _ = restore_dropped(image, np.where(label > 0, 0, np.where(raw == 255, -1, 0)), 0, namer, 1.01)
+    every_object_dropped = np.where(raw == 255, -1, 0)  # only the outline is left
+    assert len(dropped_pieces(every_object_dropped, 0)[1]) > 0
+    restored, _ = restore_dropped(image, every_object_dropped, 0, namer, 1.01)
     assert (restored < 0).all()
 
 
