@@ -12,7 +12,7 @@ still holds (a dropped horse is likelier where a person survives).
 
 Recognising an object is what the L-MAE trained on ~1k images does not do (dropped objects: 0.7
 mIoU); naming a region whose extent the outline gives is easier: the namer, trained on the VOC train
-labels' objects, scores 31.1 on VOC val (benchmarks/repair_quality.py, dropped-objects).
+labels' objects, scores 32.0 on VOC val (benchmarks/repair_quality.py, dropped-objects).
 
 Pure numpy but for the MLPs; about 23 ms a 500 x 375 label with dropped objects, and nothing runs
 on a label without an orphaned outline.
@@ -241,6 +241,8 @@ def restore_dropped(image: np.ndarray, label: np.ndarray, background_index: int,
     best = probs.argmax(1)
     named = (best != background_index) & (probs[np.arange(len(ids)), best] >= min_probability)
     named &= ~_holes_of_named(pieces, ids, named, links)
+    if named.sum() > 1:
+        best = _joint_names(pieces, ids, named, links, probs, best, background_index)
     if named.any():
         lookup = np.full(int(pieces.max()) + 2, -1, np.int64)  # piece id + 1 -> class; -1 for outside pieces
         lookup[ids[named] + 1] = best[named]
@@ -249,6 +251,39 @@ def restore_dropped(image: np.ndarray, label: np.ndarray, background_index: int,
         chance[ids[named] + 1] = probs[np.arange(len(ids)), best][named]
         probability = chance[pieces + 1]
     return restored, probability
+
+
+def _joint_names(pieces: np.ndarray, ids: np.ndarray, named: np.ndarray, links: np.ndarray, probs: np.ndarray,
+                 best: np.ndarray, background_index: int) -> np.ndarray:
+    """(M,) classes: named pieces that meet across orphaned outline are one object (or touching objects,
+    usually of one class: a crowd) cut apart by its inner outline; each such group takes the object
+    class with the largest area-weighted probability. Small pieces alone are named worst (a potted
+    plant's leaves came out cow, horse and sheep). VOC val, dropped objects, namer alone: 32.3 ->
+    33.1 mIoU, labels given more than one new class 70 -> 40."""
+    n = int(pieces.max()) + 1
+    area = np.bincount(pieces[pieces >= 0], minlength=n).astype(np.float64)
+    where = np.flatnonzero(named)  # candidate rows of the named pieces
+    slot = np.full(n, -1)
+    slot[ids[where]] = np.arange(len(where))
+    a, b = slot[links[0]], slot[links[1]]
+    a, b = a[(a >= 0) & (b >= 0)], b[(a >= 0) & (b >= 0)]
+    group = np.arange(len(where))  # smallest member id, propagated along the links
+    while True:
+        new = group.copy()
+        np.minimum.at(new, a, group[b])
+        np.minimum.at(new, b, group[a])
+        if np.array_equal(new, group):
+            break
+        group = new
+    weighted = probs[where] * area[ids[where]][:, None]  # (G, K)
+    best = best.copy()
+    for g in np.unique(group):
+        members = group == g
+        if members.sum() > 1:
+            score = weighted[members].sum(0)
+            score[background_index] = -np.inf  # the group is named: an object
+            best[where[members]] = int(score.argmax())
+    return best
 
 
 def _holes_of_named(pieces: np.ndarray, ids: np.ndarray, named: np.ndarray, links: np.ndarray) -> np.ndarray:

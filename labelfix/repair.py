@@ -270,7 +270,8 @@ def _finish_one(item: _Prepared, probs, s: RepairSettings, bank: Bank, out: Path
     held_back = int((allowed & ~confident).sum())
     row.needs_review = bool((row.mean_confidence is not None and row.mean_confidence < s.review_below)
                             or held_back > 0.2 * max(int(allowed.sum()), 1)
-                            or (row.orphaned_outline or 0.0) >= REVIEW_ORPHANED)
+                            or (row.orphaned_outline or 0.0) >= REVIEW_ORPHANED
+                            or row.restored_pixels > 0)  # a dropped object's class is the namer's guess
     row.status = "repaired" if row.pixels_changed else "unchanged"
     if not s.dry_run:
         atomic_write_bytes(out / item.path.name, encode_label(new_values, item.label))
