@@ -79,8 +79,20 @@ def write_manifest(folder: Path, cfg: LMAEConfig, classes: ClassSet, files: dict
         "ratios": dict(sorted(files.items())),
         **(extra or {}),
     }
-    atomic_write_bytes(Path(folder) / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    _write_manifest_json(folder, manifest)
     return manifest
+
+
+def update_manifest(folder: Path, entries: dict) -> dict:
+    """Set top-level manifest entries (calibration, the namer) and write it back atomically."""
+    manifest = json.loads((Path(folder) / MANIFEST).read_text())
+    manifest.update(entries)
+    _write_manifest_json(folder, manifest)
+    return manifest
+
+
+def _write_manifest_json(folder: Path, manifest: dict) -> None:
+    atomic_write_bytes(Path(folder) / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
 @dataclass
@@ -211,19 +223,17 @@ def load_bank(spec: str | Path | None = None, verify: bool = True) -> Bank:
         raise BankError(f"{mpath}: model has {cfg.num_classes} classes but the class list has {classes.num_classes}")
     if not entries:
         raise BankError(f"{mpath}: lists no models")
-    files = {}
-    for key, entry in entries.items():
-        f = folder / entry["file"]
-        if not f.exists():
-            raise BankError(f"{f}: listed in the manifest but missing")
-        if verify and sha256(f) != entry["sha256"]:
-            raise BankError(f"{f}: sha256 does not match the manifest; the file is damaged or was replaced")
-        files[float(key)] = f
-    objects = manifest.get("objects")
-    if objects:
-        f = folder / objects["file"]
-        if not f.exists():
-            raise BankError(f"{f}: listed in the manifest but missing")
-        if verify and sha256(f) != objects["sha256"]:
-            raise BankError(f"{f}: sha256 does not match the manifest; the file is damaged or was replaced")
+    files = {float(key): _checked_file(folder, entry, verify) for key, entry in entries.items()}
+    if manifest.get("objects"):
+        _checked_file(folder, manifest["objects"], verify)
     return Bank(folder, manifest, cfg, classes, files)
+
+
+def _checked_file(folder: Path, entry: dict, verify: bool) -> Path:
+    """A weights file the manifest lists ({file, sha256}): present, and with that hash when `verify`."""
+    f = folder / entry["file"]
+    if not f.exists():
+        raise BankError(f"{f}: listed in the manifest but missing")
+    if verify and sha256(f) != entry["sha256"]:
+        raise BankError(f"{f}: sha256 does not match the manifest; the file is damaged or was replaced")
+    return f

@@ -20,13 +20,12 @@ writes them to the manifest.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .bank import MANIFEST, atomic_write_bytes, load_bank
+from .bank import load_bank, update_manifest
 from .damage import background_cells, random_blocks
 from .erasure import find_erasures
 from .data import load_pair
@@ -182,16 +181,15 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0, progress=
     biased = {m: [first[m][:4] + (b,) for b in BIASES] if m in measured else [] for m in MODES}
     record(*_measure(bank, pairs, biased, device, seed, step))
     best = {m: best_of(m, [first[m]] + biased[m]) for m in measured}
-    manifest = json.loads((Path(bank_dir) / MANIFEST).read_text())
-    manifest["correction_weight"] = {m: st[0] for m, st in best.items()}
-    manifest["guided_filter"] = {m: st[1] for m, st in best.items()}
-    manifest["colour_weight"] = {m: st[2] for m, st in best.items()}
-    manifest["guided_radius"] = {m: st[3] for m, st in best.items()}
-    manifest["background_bias"] = {m: st[4] for m, st in best.items()}
-    manifest["calibration"] = {"images": len(pairs), "chosen": {m: setting_name(*st) for m, st in best.items()},
-                               "scores": scores}
+    calibration = {"images": len(pairs), "chosen": {m: setting_name(*st) for m, st in best.items()},
+                   "scores": scores}
     if "blind" in measured:
-        manifest["calibration"]["blind_undamaged_changed_pct"] = {
-            "limit": BLIND_CHANGE_LIMIT, "blocks, objects": changed_pct}
-    atomic_write_bytes(Path(bank_dir) / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+        calibration["blind_undamaged_changed_pct"] = {"limit": BLIND_CHANGE_LIMIT, "blocks, objects": changed_pct}
+    update_manifest(bank_dir, {
+        "correction_weight": {m: st[0] for m, st in best.items()},
+        "guided_filter": {m: st[1] for m, st in best.items()},
+        "colour_weight": {m: st[2] for m, st in best.items()},
+        "guided_radius": {m: st[3] for m, st in best.items()},
+        "background_bias": {m: st[4] for m, st in best.items()},
+        "calibration": calibration})
     return scores

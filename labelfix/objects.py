@@ -240,9 +240,10 @@ def restore_dropped(image: np.ndarray, label: np.ndarray, background_index: int,
     probs = namer(torch.from_numpy(features)).numpy()  # (M, K)
     best = probs.argmax(1)
     named = (best != background_index) & (probs[np.arange(len(ids)), best] >= min_probability)
-    named &= ~_holes_of_named(pieces, ids, named, links)
+    area = np.bincount(pieces[pieces >= 0]).astype(np.float64)  # (pieces,)
+    named &= ~_holes_of_named(area, ids, named, links)
     if named.sum() > 1:
-        best = _joint_names(pieces, ids, named, links, probs, best, background_index)
+        best = _joint_names(area, ids, named, links, probs, best, background_index)
     if named.any():
         lookup = np.full(int(pieces.max()) + 2, -1, np.int64)  # piece id + 1 -> class; -1 for outside pieces
         lookup[ids[named] + 1] = best[named]
@@ -253,15 +254,14 @@ def restore_dropped(image: np.ndarray, label: np.ndarray, background_index: int,
     return restored, probability
 
 
-def _joint_names(pieces: np.ndarray, ids: np.ndarray, named: np.ndarray, links: np.ndarray, probs: np.ndarray,
+def _joint_names(area: np.ndarray, ids: np.ndarray, named: np.ndarray, links: np.ndarray, probs: np.ndarray,
                  best: np.ndarray, background_index: int) -> np.ndarray:
     """(M,) classes: named pieces that meet across orphaned outline are one object (or touching objects,
     usually of one class: a crowd) cut apart by its inner outline; each such group takes the object
     class with the largest area-weighted probability. Small pieces alone are named worst (a potted
     plant's leaves came out cow, horse and sheep). VOC val, dropped objects, namer alone: 32.3 ->
-    33.1 mIoU, labels given more than one new class 70 -> 40."""
-    n = int(pieces.max()) + 1
-    area = np.bincount(pieces[pieces >= 0], minlength=n).astype(np.float64)
+    33.1 mIoU, labels given more than one new class 70 -> 40. area (pieces,): each piece's pixels."""
+    n = len(area)
     where = np.flatnonzero(named)  # candidate rows of the named pieces
     slot = np.full(n, -1)
     slot[ids[where]] = np.arange(len(where))
@@ -286,13 +286,13 @@ def _joint_names(pieces: np.ndarray, ids: np.ndarray, named: np.ndarray, links: 
     return best
 
 
-def _holes_of_named(pieces: np.ndarray, ids: np.ndarray, named: np.ndarray, links: np.ndarray) -> np.ndarray:
+def _holes_of_named(area: np.ndarray, ids: np.ndarray, named: np.ndarray, links: np.ndarray) -> np.ndarray:
     """(M,) bool: named pieces whose orphaned outline leads mostly (HOLE_SHARE) to one larger named piece.
 
     A dropped bicycle's wheels and frame enclose background, and each such hole is a piece behind an
-    orphaned outline too; the ring around it leads to the bicycle's piece, not to the background."""
-    n = int(pieces.max()) + 1
-    area = np.bincount(pieces[pieces >= 0], minlength=n)
+    orphaned outline too; the ring around it leads to the bicycle's piece, not to the background.
+    area (pieces,): each piece's pixels."""
+    n = len(area)
     is_named = np.zeros(n, bool)
     is_named[ids[named]] = True
     a, b = np.concatenate([links[0], links[1]]), np.concatenate([links[1], links[0]])  # both directions
@@ -307,20 +307,10 @@ def _holes_of_named(pieces: np.ndarray, ids: np.ndarray, named: np.ndarray, link
     return out
 
 
-def drop_some_classes(label: np.ndarray, background_index: int, rng: np.random.Generator,
-                      share: float = 0.5) -> np.ndarray:
-    """Training damage: each object class of a label dropped to background with chance `share` (at least
-    one): (H, W) bool of the dropped pixels. label (H, W) model indices."""
-    present = [c for c in np.unique(label) if c >= 0 and c != background_index]
-    chosen = [c for c in present if rng.random() < share]
-    if not chosen and present:
-        chosen = [present[rng.integers(len(present))]]
-    return np.isin(label, chosen)
-
-
 def training_samples(pairs, classes, rng: np.random.Generator, draws: int = DRAWS):
     """Candidate pieces of the training labels with objects dropped: features (N, F), their true class
     (the majority of the known original pixels) (N,), and their share of the label (N,)."""
+    from .damage import drop_some_classes
     from .data import load_pair
 
     K, bg = classes.num_classes, classes.background_index

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from .bank import load_bank, ratio_key, save_weights, write_manifest
+from .bank import load_bank, ratio_key, save_weights, update_manifest, write_manifest
 from .classes import ClassSet
 from .config import LMAEConfig, preset
 from .damage import blind_editable, drop_classes, random_blocks
@@ -213,7 +213,6 @@ def fit_namer(bank_dir: Path, pairs, classes: ClassSet, seed: int = 0) -> dict:
     """Fit the namer of dropped objects on training pairs and add it to a bank (objects.safetensors and
     the manifest's `objects`). Labels without orphaned outlines to learn from (no outline convention)
     leave the bank without one. Returns what it did, for the progress log."""
-    from .bank import MANIFEST, atomic_write_bytes
     from .objects import MIN_PROBABILITY, training_samples, train_namer
 
     t0 = time.time()
@@ -222,11 +221,10 @@ def fit_namer(bank_dir: Path, pairs, classes: ClassSet, seed: int = 0) -> dict:
         return {"pieces": 0, "seconds": round(time.time() - t0, 1)}
     namer = train_namer(*samples, classes.num_classes, seed=seed)
     name = "objects.safetensors"
-    manifest = json.loads((Path(bank_dir) / MANIFEST).read_text())
-    manifest["objects"] = {"file": name, "sha256": save_weights(namer, Path(bank_dir) / name),
-                           "hidden": namer.members[0][0].out_features, "members": len(namer.members),
-                           "min_probability": MIN_PROBABILITY, "pieces": len(samples[1])}
-    atomic_write_bytes(Path(bank_dir) / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    update_manifest(bank_dir, {"objects": {
+        "file": name, "sha256": save_weights(namer, Path(bank_dir) / name),
+        "hidden": namer.members[0][0].out_features, "members": len(namer.members),
+        "min_probability": MIN_PROBABILITY, "pieces": len(samples[1])}})
     return {"pieces": len(samples[1]), "seconds": round(time.time() - t0, 1)}
 
 

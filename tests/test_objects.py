@@ -94,14 +94,14 @@ def test_a_dropped_object_gets_its_class_back_and_nothing_else_changes(namer):
 def test_linked_named_pieces_take_one_class():
     from labelfix.objects import _joint_names
 
-    pieces = np.array([[0, 0, 1, 1, 2, 2, 3]])
+    area = np.array([2.0, 2.0, 2.0, 1.0])  # pixels of pieces 0..3
     ids = np.array([0, 1, 2, 3])
     named = np.array([False, True, True, True])
     links = np.array([[0, 1, 2], [1, 2, 0]])  # 1 and 2 meet across the outline; 3 stands alone
     probs = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.3, 0.6], [0.1, 0.1, 0.8]])
     best = probs.argmax(1)
     assert best.tolist() == [0, 1, 2, 2]
-    joint = _joint_names(pieces, ids, named, links, probs, best, 0)
+    joint = _joint_names(area, ids, named, links, probs, best, 0)
     # the group {1, 2}, both 2 pixels: class 1 has 2 * 0.7 + 2 * 0.3 = 2.0 against class 2's 2 * 0.1 + 2 * 0.6 = 1.4
     assert joint.tolist() == [0, 1, 1, 2]
 
