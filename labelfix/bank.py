@@ -5,6 +5,8 @@
     ratio-0.50.safetensors, ...
     objects.safetensors   optional: the namer of dropped objects (objects.py), {objects: {file, sha256,
                     hidden, members, min_probability}} in the manifest
+    extent.safetensors    optional: the learned background bias of holes (extent.py), {extent: {file,
+                    sha256, hidden, samples}}
 
 Loading checks the format version, each file's sha256, and the weights' keys and shapes, and says
 what is wrong. `hf://ORG/REPO[@REVISION]` is fetched with huggingface_hub (its cache works offline).
@@ -26,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from .classes import ClassSet
 from .config import LMAEConfig
 from .errors import BankError
+from .extent import ExtentBias
 from .model import LMAE
 from .objects import RegionNamer
 
@@ -118,10 +121,10 @@ class Bank:
         """The ratio whose value is nearest to a label's background fraction (ties: the smaller)."""
         return min(self.ratios, key=lambda r: (round(abs(r - fraction), 6), r))
 
-    def finishing(self, mode: str) -> tuple[float, bool, float, float | None, float]:
+    def finishing(self, mode: str) -> tuple[float, bool, float, float | None, float, float]:
         """How repairs in a mode finish the model's output, as calibrate.py measured it on validation data:
-        (correction weight, guided filter, colour evidence weight, filter radius, background bias), the
-        arguments of `predict.Correction.scaled`.
+        (correction weight, guided filter, colour evidence weight, filter radius, background bias, share of
+        the learned background bias), the arguments of `predict.Correction.scaled`.
 
         The weight is the share of the model's correction to the prior (0: the bank did not beat
         nearest-label fill on this kind of damage, and repair falls back to it). A bank never
@@ -135,7 +138,7 @@ class Bank:
         radius = setting("guided_radius", None)
         return (float(setting("correction_weight", 1.0)), bool(setting("guided_filter", False)),
                 float(setting("colour_weight", 0.0)), None if radius is None else float(radius),
-                float(setting("background_bias", 0.0)))
+                float(setting("background_bias", 0.0)), float(setting("extent_scale", 0.0)))
 
     def namer(self) -> tuple[RegionNamer, float] | None:
         """The namer of dropped objects and the probability it must reach, or None if the bank has none."""
@@ -152,6 +155,22 @@ class Bank:
                     raise BankError(f"{path}: not the dropped-object namer the manifest describes ({e})") from None
                 self._models["namer"] = namer.eval()
             return self._models["namer"], float(entry["min_probability"])
+
+    def extent(self) -> ExtentBias | None:
+        """The learned background bias of holes (extent.py), or None if the bank has none."""
+        entry = self.manifest.get("extent")
+        if not entry:
+            return None
+        with self._loading:
+            if "extent" not in self._models:
+                extent = ExtentBias(int(entry["hidden"]))
+                path = self.path / entry["file"]
+                try:
+                    extent.load_state_dict(load_file(str(path)))
+                except Exception as e:  # unreadable, or keys and shapes that do not fit the manifest
+                    raise BankError(f"{path}: not the background bias the manifest describes ({e})") from None
+                self._models["extent"] = extent.eval()
+            return self._models["extent"]
 
     def model(self, ratio: float, device="cpu") -> LMAE:
         key = (ratio, str(device))
@@ -224,8 +243,9 @@ def load_bank(spec: str | Path | None = None, verify: bool = True) -> Bank:
     if not entries:
         raise BankError(f"{mpath}: lists no models")
     files = {float(key): _checked_file(folder, entry, verify) for key, entry in entries.items()}
-    if manifest.get("objects"):
-        _checked_file(folder, manifest["objects"], verify)
+    for extra in ("objects", "extent"):
+        if manifest.get(extra):
+            _checked_file(folder, manifest[extra], verify)
     return Bank(folder, manifest, cfg, classes, files)
 
 

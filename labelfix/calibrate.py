@@ -4,8 +4,9 @@ A bank that learned little for some kind of damage must not do worse than the pr
 from. For each repair mode this measures, on validation images, the weight of the model's correction
 (0 = nearest-label fill, 1 = the model as trained, 2 = amplified), with or without the image-guided finishing
 filter (guided.py, and its window radius) and with or without the image's colour evidence (colour.py),
-that scores best; then, for that setting, the bias towards the background class that scores best. It
-writes them to the manifest.
+that scores best; then, for that setting, the bias towards the background class that scores best: a
+constant, a share of the bank's learned per-pixel bias (extent.py), or both. It writes them to the
+manifest.
 
   missing  ~30% of each label in random blocks made missing, and the paper's cells (the 50% most-background
            cells of a 14 x 14 grid) made missing: mIoU over the filled pixels of both
@@ -45,25 +46,30 @@ FILTERS = ((False, RADIUS), (True, RADIUS), (True, 0.05))  # (guided, radius)
 # labels, bundled bank: 0.5 / 1 / 1.5 give blocks 85.1 / 86.7 / 87.3 and cells 40.3 / 40.0 / 38.1); 1 holds
 # up on both, and each value more doubles the first pass
 COLOURS = (0.0, 1.0)
-# (weight, guided, colour, radius, background bias): first every setting without a bias, then the best
-# one with each of BIASES
-SETTINGS = [(w, g, c, r, 0.0) for w in WEIGHTS for g, r in FILTERS for c in COLOURS]
+# (weight, guided, colour, radius, background bias, share of the learned bias): first every setting without
+# a bias, then the best one with each of BIASES and each of EXTENTS
+SETTINGS = [(w, g, c, r, 0.0, 0.0) for w in WEIGHTS for g, r in FILTERS for c in COLOURS]
 # added to the background logit. The prior and the filter carry objects into holes that are mostly
 # background (VOC, the paper's cells: 340k background pixels made objects against 241k objects right).
 # Bundled bank, 64 calibration labels: missing 74.3 -> 75.2 at 0.5, replace 38.7 -> 46.3 at 1.5, blind
 # best without
 BIASES = (0.5, 1.0, 1.5, 2.0, 3.0)
+# shares of the bank's learned background bias (extent.py), tried with no constant bias and with each of
+# BIASES
+EXTENTS = (0.5, 0.75, 1.0, 1.25)
 MODES = ("missing", "replace", "blind")
 # % of undamaged pixels a blind setting may change on the calibration labels; below the 2% we promise,
 # since 64 labels estimate it loosely (VOC: 1.98% on all val labels was 2.09% on the held-out ones)
 BLIND_CHANGE_LIMIT = 1.5
 
 
-def setting_name(weight: float, guided: bool, colour: float = 0.0, radius: float = RADIUS, bias: float = 0.0) -> str:
-    """How a calibration score is keyed in the manifest: "0.75", "0.75+guided", "0.75+guided0.05+colour1.0+bg0.5"
-    (a radius other than guided.py's default is named)."""
+def setting_name(weight: float, guided: bool, colour: float = 0.0, radius: float = RADIUS, bias: float = 0.0,
+                 extent: float = 0.0) -> str:
+    """How a calibration score is keyed in the manifest: "0.75", "0.75+guided", "0.75+guided0.05+colour1.0+bg0.5",
+    "...+extent1.0" (a radius other than guided.py's default is named)."""
     filt = ("+guided" + ("" if radius == RADIUS else str(radius))) if guided else ""
-    return str(weight) + filt + (f"+colour{colour}" if colour else "") + (f"+bg{bias}" if bias else "")
+    return (str(weight) + filt + (f"+colour{colour}" if colour else "") + (f"+bg{bias}" if bias else "")
+            + (f"+extent{extent}" if extent else ""))
 
 
 def _cases(label: np.ndarray, mode: str, ratios, bg, gen: torch.Generator):
@@ -142,7 +148,8 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0, progress=
     no bias). progress, if given, is called with {"event": "calibrate-step", "done", "total"} after each
     image of each of the two passes."""
     bank = load_bank(bank_dir)
-    for key in ("correction_weight", "guided_filter", "guided_radius", "colour_weight", "background_bias"):
+    for key in ("correction_weight", "guided_filter", "guided_radius", "colour_weight", "background_bias",
+                "extent_scale"):
         bank.manifest.pop(key, None)  # measure the model as trained
     done = [0]
 
@@ -170,15 +177,17 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0, progress=
 
     def best_of(mode: str, settings):
         # the best score wins; on a tie the plainer setting (no filter, no colour, the default radius, no
-        # bias), then the weight nearest 1
+        # biases), then the weight nearest 1
         return max((st for st in settings if allowed_in(mode, st)),
                    key=lambda st: (scores[mode][setting_name(*st)], not st[1], not st[2], st[3] == RADIUS,
-                                   not st[4], -abs(st[0] - 1.0)))
+                                   not st[4], not st[5], -abs(st[0] - 1.0)))
 
     record(conf, changes)
     first = {m: best_of(m, SETTINGS) for m in measured}
-    # the background bias on top of each mode's best setting: a second pass over the same cases
-    biased = {m: [first[m][:4] + (b,) for b in BIASES] if m in measured else [] for m in MODES}
+    # the background biases on top of each mode's best setting: a second pass over the same cases
+    extents = (0.0,) + EXTENTS if bank.extent() is not None else (0.0,)
+    biased = {m: [first[m][:4] + (b, e) for b in (0.0,) + BIASES for e in extents if b or e] if m in measured else []
+              for m in MODES}
     record(*_measure(bank, pairs, biased, device, seed, step))
     best = {m: best_of(m, [first[m]] + biased[m]) for m in measured}
     calibration = {"images": len(pairs), "chosen": {m: setting_name(*st) for m, st in best.items()},
@@ -191,5 +200,6 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0, progress=
         "colour_weight": {m: st[2] for m, st in best.items()},
         "guided_radius": {m: st[3] for m, st in best.items()},
         "background_bias": {m: st[4] for m, st in best.items()},
+        "extent_scale": {m: st[5] for m, st in best.items()},
         "calibration": calibration})
     return scores

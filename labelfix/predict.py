@@ -14,6 +14,7 @@ from PIL import Image
 
 from .bank import Bank
 from .colour import colour_log_likelihood
+from .extent import output_features
 from .masking import expand_mask, hole_patches, patch_mean, strategy_mask
 from .device import inference_autocast
 from .guided import RADIUS, ImageGuide, pixel_grid_at, sample_at
@@ -128,20 +129,27 @@ class Correction:
     radius: float = RADIUS     # the guided filter's window radius, a share of the image's longer side
     background: int | None = None  # the background class, which `background_bias` favours
     background_bias: float = 0.0   # added to the background logit everywhere (calibrated per mode)
+    extent: torch.Tensor | None = None  # (S, S) the bank's learned background bias per pixel (extent.py)
+    extent_scale: float = 0.0      # how much of `extent` is added (calibrated per mode)
 
     def scaled(self, weight: float, guided: bool | None = None, colour: float | None = None,
-               radius: float | None = None, background_bias: float | None = None) -> "Correction":
+               radius: float | None = None, background_bias: float | None = None,
+               extent_scale: float | None = None) -> "Correction":
         return Correction(self.logits * weight, self.prior_weight, self.reach,
                           self.guided if guided is None else guided, self.colour if colour is None else colour,
                           self.radius if radius is None else radius, self.background,
-                          self.background_bias if background_bias is None else background_bias)
+                          self.background_bias if background_bias is None else background_bias, self.extent,
+                          self.extent_scale if extent_scale is None else extent_scale)
 
     def final_logits(self) -> torch.Tensor:
-        """(K, S, S) the correction with the background bias added."""
-        if not self.background_bias or self.background is None:
+        """(K, S, S) the correction with the background biases added."""
+        uses_extent = self.extent is not None and self.extent_scale != 0
+        if (not self.background_bias and not uses_extent) or self.background is None:
             return self.logits
         out = self.logits.clone()
         out[self.background] += self.background_bias
+        if uses_extent:
+            out[self.background] += self.extent_scale * self.extent
         return out
 
 
@@ -171,11 +179,33 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
         with inference_autocast(device, precision):
             logits = model(image, label, removed, editable, nearest=nearest, without_prior=True).float()
         scale = float(model.prior_scale) if model.prior_scale is not None else 0.0
+        # the learned background bias only where a mode applies it (calibration measures every mode)
+        wanted = not calibrated or any(bank.finishing(items[i].mode)[5] for i in idx)
+        extent = _extent_maps(bank, label, nearest, logits.float(), scale) if wanted else None
         logits = logits.cpu()
         reach = nearest[1].flatten(1).amax(1).cpu()  # (B,)
         for j, i in enumerate(idx):
-            plain = Correction(logits[j], scale, float(reach[j]), background=bank.classes.background_index)
+            plain = Correction(logits[j], scale, float(reach[j]), background=bank.classes.background_index,
+                               extent=None if extent is None else extent[j])
             out[i] = plain.scaled(*bank.finishing(items[i].mode)) if calibrated else plain
+    return out
+
+
+def _extent_maps(bank: Bank, label: torch.Tensor, nearest, logits: torch.Tensor, prior_scale: float):
+    """(B, S, S) the bank's learned background bias (extent.py) on the CPU, or None if it has none.
+
+    label (B, S, S) what the model saw (-1 unknown); nearest (labels, distances) from nearest_fill;
+    logits (B, K, S, S) the model's output without its prior, which is added back here."""
+    extent = bank.extent()
+    if extent is None or bank.classes.background_index is None:
+        return None
+    labels, distance = (t.cpu() for t in nearest)
+    x, _ = output_features(label.cpu(), labels, distance, logits.cpu(), prior_scale, bank.classes.background_index,
+                           float(bank.manifest["extent"]["correction_share"]))
+    hole = label.cpu() < 0
+    out = torch.zeros(hole.shape)
+    with torch.no_grad():
+        out[hole] = extent(x[hole])  # known pixels keep 0: the prior decides next to them
     return out
 
 

@@ -28,7 +28,7 @@ from .bank import load_bank, ratio_key, save_weights, update_manifest, write_man
 from .classes import ClassSet
 from .config import LMAEConfig, preset
 from .damage import blind_editable, drop_classes, random_blocks
-from .data import EpochTaggedSampler, TrainSamples, open_dataset
+from .data import EpochTaggedSampler, TrainSamples, load_pair, open_dataset
 from .device import autocast, pick_device
 from .errors import UsageError
 from .loss import class_weights, weighted_cross_entropy
@@ -228,6 +228,52 @@ def fit_namer(bank_dir: Path, pairs, classes: ClassSet, seed: int = 0) -> dict:
     return {"pieces": len(samples[1]), "seconds": round(time.time() - t0, 1)}
 
 
+def fit_extent(bank_dir: Path, pairs, classes: ClassSet, device="cpu", seed: int = 0, batch: int = 16,
+               share: float | None = None) -> dict:
+    """Fit the learned background bias of holes (extent.py) on the bank's own output for training
+    labels with random blocks and with the paper's cells missing, and add it to the bank
+    (extent.safetensors and the manifest's `extent`). A bank without a background class gets none.
+    share: of the model's correction, as extent.CORRECTION_SHARE by default. Returns what it did, for the
+    progress log."""
+    from .damage import background_cells
+    from .extent import CORRECTION_SHARE, hole_samples, output_features, train_extent
+    from .predict import prepare, resize_label, run_model
+    from .propagate import nearest_fill
+
+    t0 = time.time()
+    bg = classes.background_index
+    if bg is None:
+        return {"samples": 0, "seconds": round(time.time() - t0, 1)}
+    bank = load_bank(bank_dir)
+    share = CORRECTION_SHARE if share is None else share
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x, logits, truth = [], [], []
+    for start in range(0, len(pairs), batch):
+        items, truths = [], []
+        for img_path, lab_path in pairs[start:start + batch]:
+            image, label = load_pair(img_path, lab_path, classes)
+            H, W = label.shape
+            for hole in (random_blocks(1, H, W, 0.3, gen)[0].numpy(), background_cells(label, bg)):
+                damaged = np.where(hole, -1, label)
+                items.append(prepare(image, damaged, bank, missing=damaged < 0)[0])
+                truths.append(resize_label(label, bank.config.input_size))
+        for item, corr, label_s in zip(items, run_model(bank, items, device, calibrated=False), truths):
+            nearest, distance = nearest_fill(item.label_in[None], with_distance=True, mend=False)
+            features, with_prior = output_features(item.label_in[None], nearest, distance, corr.logits[None],
+                                                   corr.prior_weight, bg, share)
+            sample = hole_samples(features[0], with_prior[0], label_s, item.label_in < 0, rng)
+            for out, part in zip((x, logits, truth), sample):
+                out.append(part)
+    extent = train_extent(torch.cat(x), torch.cat(logits), torch.cat(truth), bg, seed=seed)
+    name = "extent.safetensors"
+    samples = sum(len(t) for t in truth)
+    update_manifest(bank_dir, {"extent": {
+        "file": name, "sha256": save_weights(extent, Path(bank_dir) / name),
+        "hidden": extent.net[0].out_features, "correction_share": share, "samples": samples}})
+    return {"samples": samples, "seconds": round(time.time() - t0, 1)}
+
+
 def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None) -> TrainResult:
     progress = progress or (lambda e: None)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -425,6 +471,8 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
         if classes.background_index is not None:
             progress({"event": "namer", "images": len(train_pairs)})
             progress({"event": "named", **fit_namer(out, train_pairs, classes, seed=s.seed)})
+            progress({"event": "extent", "images": len(train_pairs)})
+            progress({"event": "extent-fitted", **fit_extent(out, train_pairs, classes, device, seed=s.seed)})
         if s.calibrate_images:
             from .calibrate import calibrate_bank
             progress({"event": "calibrate", "images": min(s.calibrate_images, len(val_pairs))})

@@ -14,7 +14,7 @@ def test_training_measures_a_weight_per_mode(bank):
     assert set(man["correction_weight"]) == set(MODES)
     assert all(w in WEIGHTS for w in man["correction_weight"].values())
     assert set(man["guided_filter"]) == set(MODES)
-    for key in ("colour_weight", "guided_radius", "background_bias"):
+    for key in ("colour_weight", "guided_radius", "background_bias", "extent_scale"):
         assert set(man[key]) == set(MODES)
     scores = man["calibration"]["scores"]
     changed = man["calibration"]["blind_undamaged_changed_pct"]
@@ -25,7 +25,7 @@ def test_training_measures_a_weight_per_mode(bank):
 
     for mode, w in man["correction_weight"].items():
         chosen = setting_name(w, man["guided_filter"][mode], man["colour_weight"][mode], man["guided_radius"][mode],
-                              man["background_bias"][mode])
+                              man["background_bias"][mode], man["extent_scale"][mode])
         assert qualifies(mode, chosen)
         assert scores[mode][chosen] == max(v for k, v in scores[mode].items() if qualifies(mode, k))
 

@@ -62,6 +62,10 @@ def train(
         elif e["event"] == "named" and not quiet:
             console.print(f"  {e['pieces']} pieces behind orphaned outlines"
                           + ("" if e["pieces"] else ": none, so the bank has no namer (labels without outlines)"))
+        elif e["event"] == "extent" and not quiet:
+            console.print(f"fitting the background bias of holes on {e['images']} labels")
+        elif e["event"] == "extent-fitted" and not quiet:
+            console.print(f"  {e['samples']} pixels in {e['seconds']:.0f} s")
         elif e["event"] == "calibrate-step":
             if "calibrate" not in tasks:
                 tasks["calibrate"] = bar.add_task("calibrating repair modes", total=e["total"], info="")
