@@ -6,7 +6,7 @@
     objects.safetensors   optional: the namer of dropped objects (objects.py), {objects: {file, sha256,
                     hidden, members, min_probability}} in the manifest
     extent.safetensors    optional: the learned background bias of holes (extent.py), {extent: {file,
-                    sha256, hidden, samples}}
+                    sha256, hidden, correction_share, samples}}
 
 Loading checks the format version, each file's sha256, and the weights' keys and shapes, and says
 what is wrong. `hf://ORG/REPO[@REVISION]` is fetched with huggingface_hub (its cache works offline).

@@ -181,7 +181,7 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
         scale = float(model.prior_scale) if model.prior_scale is not None else 0.0
         # the learned background bias only where a mode applies it (calibration measures every mode)
         wanted = not calibrated or any(bank.finishing(items[i].mode)[5] for i in idx)
-        extent = _extent_maps(bank, label, nearest, logits.float(), scale) if wanted else None
+        extent = _extent_maps(bank, label, nearest, logits, scale) if wanted else None
         logits = logits.cpu()
         reach = nearest[1].flatten(1).amax(1).cpu()  # (B,)
         for j, i in enumerate(idx):

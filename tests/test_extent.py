@@ -101,6 +101,14 @@ def test_a_bank_carries_the_bias_and_checks_it(bank, tmp_path, dataset):
 
     copy = tmp_path / "bank"
     shutil.copytree(bank, copy, ignore=shutil.ignore_patterns("train-state", "base.safetensors"))
+    man = json.loads((copy / "manifest.json").read_text())
+    man["extent_scale"] = {"missing": 0.0, "replace": 0.0, "blind": 0.0}
+    (copy / "manifest.json").write_text(json.dumps(man))
+    assert run_model(load_bank(copy), [mi], "cpu")[0].extent is None  # no mode applies it: not computed
+    man["extent_scale"]["missing"] = 1.0
+    (copy / "manifest.json").write_text(json.dumps(man))
+    used, = run_model(load_bank(copy), [mi], "cpu")
+    assert used.extent_scale == 1.0 and not torch.equal(used.final_logits(), used.logits)
     f = copy / "extent.safetensors"
     f.write_bytes(f.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(BankError, match="extent.safetensors: sha256 does not match"):
