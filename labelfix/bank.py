@@ -142,35 +142,30 @@ class Bank:
 
     def namer(self) -> tuple[RegionNamer, float] | None:
         """The namer of dropped objects and the probability it must reach, or None if the bank has none."""
-        entry = self.manifest.get("objects")
-        if not entry:
-            return None
-        with self._loading:
-            if "namer" not in self._models:
-                namer = RegionNamer(self.classes.num_classes, int(entry["hidden"]), int(entry["members"]))
-                path = self.path / entry["file"]
-                try:
-                    namer.load_state_dict(load_file(str(path)))
-                except Exception as e:  # unreadable, or keys and shapes that do not fit the manifest
-                    raise BankError(f"{path}: not the dropped-object namer the manifest describes ({e})") from None
-                self._models["namer"] = namer.eval()
-            return self._models["namer"], float(entry["min_probability"])
+        namer = self._optional_model("objects", "the dropped-object namer", lambda entry: RegionNamer(
+            self.classes.num_classes, int(entry["hidden"]), int(entry["members"])))
+        return None if namer is None else (namer, float(self.manifest["objects"]["min_probability"]))
 
     def extent(self) -> ExtentBias | None:
         """The learned background bias of holes (extent.py), or None if the bank has none."""
-        entry = self.manifest.get("extent")
+        return self._optional_model("extent", "the background bias", lambda entry: ExtentBias(int(entry["hidden"])))
+
+    def _optional_model(self, key: str, what: str, build) -> torch.nn.Module | None:
+        """The small model of the manifest's entry `key` ({file, ...}; `build(entry)` makes it), loaded
+        once; None if the bank has no such entry."""
+        entry = self.manifest.get(key)
         if not entry:
             return None
         with self._loading:
-            if "extent" not in self._models:
-                extent = ExtentBias(int(entry["hidden"]))
+            if key not in self._models:
+                model = build(entry)
                 path = self.path / entry["file"]
                 try:
-                    extent.load_state_dict(load_file(str(path)))
+                    model.load_state_dict(load_file(str(path)))
                 except Exception as e:  # unreadable, or keys and shapes that do not fit the manifest
-                    raise BankError(f"{path}: not the background bias the manifest describes ({e})") from None
-                self._models["extent"] = extent.eval()
-            return self._models["extent"]
+                    raise BankError(f"{path}: not {what} the manifest describes ({e})") from None
+                self._models[key] = model.eval()
+            return self._models[key]
 
     def model(self, ratio: float, device="cpu") -> LMAE:
         key = (ratio, str(device))

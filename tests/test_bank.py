@@ -37,18 +37,24 @@ def test_damaged_file_is_named(bank, tmp_path):
         load_bank(b)
 
 
-def test_the_namer_of_dropped_objects_loads_and_is_checked(bank, tmp_path):
+def test_the_namer_of_dropped_objects_loads(bank):
     namer, min_probability = load_bank(bank).namer()
     assert not namer.training and 0 <= min_probability <= 1
+
+
+@pytest.mark.parametrize("key, name, getter", [("objects", "objects.safetensors", "namer"),
+                                               ("extent", "extent.safetensors", "extent")])
+def test_optional_models_are_checked_and_may_be_absent(bank, tmp_path, key, name, getter):
     b = copy_bank(bank, tmp_path)
-    f = b / "objects.safetensors"
+    assert getattr(load_bank(b), getter)() is not None
+    f = b / name
     f.write_bytes(f.read_bytes()[:-10] + b"0123456789")
-    with pytest.raises(BankError, match="objects.safetensors: sha256 does not match"):
+    with pytest.raises(BankError, match=f"{name}: sha256 does not match"):
         load_bank(b)
     man = json.loads((b / "manifest.json").read_text())
-    del man["objects"]
+    del man[key]
     (b / "manifest.json").write_text(json.dumps(man))
-    assert load_bank(b).namer() is None  # an older bank: blind repair names no dropped objects
+    assert getattr(load_bank(b), getter)() is None  # an older bank: repair goes without it
 
 
 def test_missing_file_and_manifest(bank, tmp_path):

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from labelfix.bank import load_bank
-from labelfix.errors import BankError
 from labelfix.extent import FEATURES, extent_features, hole_samples, hole_size, output_features, train_extent
 from labelfix.predict import Correction, prepare, run_model
 from labelfix.propagate import nearest_fill
@@ -87,7 +86,7 @@ def test_the_bias_goes_to_the_background_logit_only_when_calibrated():
     assert used[0].eq(1.5).all() and used[1].eq(0).all()
 
 
-def test_a_bank_carries_the_bias_and_checks_it(bank, tmp_path, dataset):
+def test_a_bank_carries_the_bias(bank, tmp_path, dataset):
     b = load_bank(bank)
     assert b.manifest["extent"]["samples"] > 0 and b.extent() is not None
     from labelfix.data import load_pair, open_dataset
@@ -109,13 +108,7 @@ def test_a_bank_carries_the_bias_and_checks_it(bank, tmp_path, dataset):
     (copy / "manifest.json").write_text(json.dumps(man))
     used, = run_model(load_bank(copy), [mi], "cpu")
     assert used.extent_scale == 1.0 and not torch.equal(used.final_logits(), used.logits)
-    f = copy / "extent.safetensors"
-    f.write_bytes(f.read_bytes()[:-10] + b"0123456789")
-    with pytest.raises(BankError, match="extent.safetensors: sha256 does not match"):
-        load_bank(copy)
-    man = json.loads((copy / "manifest.json").read_text())
     del man["extent"]
     (copy / "manifest.json").write_text(json.dumps(man))
-    older = load_bank(copy)
-    assert older.extent() is None  # an older bank: no learned bias, and the corrections carry none
-    assert run_model(older, [mi], "cpu", calibrated=False)[0].extent is None
+    # an older bank (the file's checks: test_bank.py): no learned bias, and the corrections carry none
+    assert run_model(load_bank(copy), [mi], "cpu", calibrated=False)[0].extent is None
