@@ -7,7 +7,8 @@ then background-first removal). Adam (beta1 0.9, weight decay 1e-4) with ReduceL
 processes under `torchrun` (DistributedDataParallel; gloo on CPU, nccl on CUDA).
 
 Then, where the labels outline their objects, the namer of dropped objects (objects.py) is fitted
-on the training labels' objects, and each repair mode is calibrated (calibrate.py).
+on the training labels' objects; where there is a background class, the learned background bias of
+holes (extent.py) on the model's own output; and each repair mode is calibrated (calibrate.py).
 """
 
 from __future__ import annotations
@@ -254,10 +255,11 @@ def fit_extent(bank_dir: Path, pairs, classes: ClassSet, device="cpu", seed: int
         for img_path, lab_path in pairs[start:start + batch]:
             image, label = load_pair(img_path, lab_path, classes)
             H, W = label.shape
+            label_s = resize_label(label, bank.config.input_size)  # the truth at the model grid, for both holes
             for hole in (random_blocks(1, H, W, 0.3, gen)[0].numpy(), background_cells(label, bg)):
                 damaged = np.where(hole, -1, label)
                 items.append(prepare(image, damaged, bank, missing=damaged < 0)[0])
-                truths.append(resize_label(label, bank.config.input_size))
+                truths.append(label_s)
         for item, corr, label_s in zip(items, run_model(bank, items, device, calibrated=False), truths):
             nearest, distance = nearest_fill(item.label_in[None], with_distance=True, mend=False)
             features, with_prior = output_features(item.label_in[None], nearest, distance, corr.logits[None],
