@@ -20,6 +20,12 @@ from .device import inference_autocast
 from .guided import RADIUS, ImageGuide, pixel_grid_at, sample_at
 from .propagate import nearest_fill
 
+# blind fill: a labelled pixel takes a new class only where the model is at least this sure of it. VOC val,
+# bundled bank, 256 px (repair_quality): undamaged pixels changed on clean labels 0.43% -> 0.17%, with dropped
+# objects 0.69% -> 0.44%, dropped objects 32.0 -> 31.9 mIoU, blocks set to 0 unchanged (80.4); at 0.5:
+# 0.21% / 0.48% / 32.0, at 0.7: 0.14% / 0.41% / 31.9
+OVERTURN_CONFIDENCE = 0.6
+
 
 @dataclass
 class ModelInput:
@@ -220,6 +226,8 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
     With the image (H, W, 3) uint8, `correction.colour` weighs the colour evidence (colour.py) added
     to the logits, and with `correction.guided` the class probabilities are finished by the
     image-guided filter (guided.py), so boundaries inside holes follow the image's edges.
+    Allowed pixels that are not hidden (blind fill's labelled background) keep their label unless the
+    model's confidence in the new class reaches OVERTURN_CONFIDENCE.
     """
     H, W = label.shape
     pred = label.copy()
@@ -271,6 +279,11 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
         p = present.index_select(0, p)
     pred[allowed] = p.numpy()
     conf[allowed] = c.numpy()
+    # blind fill: a labelled pixel (allowed, not hidden) is evidence; it is overturned only by a sure model
+    overturned = allowed & ~hidden
+    if overturned.any():
+        unsure = overturned & (conf < OVERTURN_CONFIDENCE)
+        pred[unsure] = label[unsure]
     return pred, conf
 
 

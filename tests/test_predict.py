@@ -7,7 +7,7 @@ from labelfix.damage import random_blocks
 from labelfix.device import resolve_precision
 from labelfix.errors import UsageError
 from labelfix.guided import ImageGuide, pixel_grid, sample_at
-from labelfix.predict import Correction, classes_that_can_win, finish_labels, nearest_known_label
+from labelfix.predict import OVERTURN_CONFIDENCE, Correction, classes_that_can_win, finish_labels, nearest_known_label
 from labelfix.propagate import nearest_fill, nearest_seed
 
 
@@ -130,3 +130,21 @@ def test_background_bias_takes_back_what_the_prior_carried_into_a_hole():
     assert (after[hidden] == 0).all() and (after[~hidden] == label[~hidden]).all()
     assert plain.scaled(1.0, background_bias=2.0).final_logits()[0].eq(2.0).all()
     assert plain.final_logits() is plain.logits  # no bias: no copy
+
+
+def test_blind_fill_overturns_a_labelled_pixel_only_when_the_model_is_sure():
+    # background everywhere, allowed but known (blind fill's suspect background); the model leans to class 1
+    # by a margin that gives about 0.55 on the left half and 0.9 on the right
+    H, W = 8, 16
+    label = np.zeros((H, W), np.int64)
+    hidden = np.zeros((H, W), bool)
+    allowed = np.ones((H, W), bool)
+    logits = torch.zeros(2, 4, 4)
+    logits[1, :, :2], logits[1, :, 2:] = 0.2, 2.2
+    pred, conf = finish_labels(Correction(logits, prior_weight=0.0, reach=1.0), label, hidden, allowed)
+    sure = conf >= OVERTURN_CONFIDENCE
+    assert sure.any() and (~sure).any()
+    assert (pred[sure] == 1).all() and (pred[~sure] == 0).all()
+    # the same pixels declared missing (hidden) take the model's class however unsure it is
+    pred, _ = finish_labels(Correction(logits, prior_weight=0.0, reach=1.0), label, allowed, allowed)
+    assert (pred == 1).all()
