@@ -132,6 +132,35 @@ def _thin_crossings(label: np.ndarray, background_index: int, max_width: int) ->
     return first + offset
 
 
+def outline_lines(unlabelled: np.ndarray) -> np.ndarray:
+    """(H, W) bool -> (H, W) bool: the unlabelled pixels in lines no thicker than an outline (those not
+    covered by any square of unlabelled pixels a little wider than MAX_OUTLINE_WIDTH).
+
+    Filling such a line is deciding where a boundary runs within it, which is uncertain by nature."""
+    if not unlabelled.any():
+        return unlabelled.copy()
+    width = max(4, round(MAX_OUTLINE_WIDTH * max(unlabelled.shape)))
+    step = 2 if max(unlabelled.shape) > HALF_SIZE_ABOVE else 1  # large labels: every other row and column
+    sample = unlabelled[::step, ::step]
+    side = 2 * ((width // step + 1) // 2) + 1  # odd, wider than the widest outline
+    eroded = _square_sum(sample, side) == side * side  # centres of all-unlabelled squares
+    wide = _square_sum(eroded, side) > 0  # opening: the pixels those squares cover
+    if step > 1:
+        wide = wide.repeat(step, 0).repeat(step, 1)[:unlabelled.shape[0], :unlabelled.shape[1]]
+    return unlabelled & ~wide
+
+
+def _square_sum(mask: np.ndarray, side: int) -> np.ndarray:
+    """(H, W) bool -> (H, W) int: set pixels in the side x side square centred on each pixel (side odd;
+    outside the label counts as unset), from an integral image."""
+    r = side // 2
+    H, W = mask.shape
+    integral = np.zeros((H + side, W + side), np.int32)
+    integral[r + 1:r + 1 + H, r + 1:r + 1 + W] = mask
+    integral = integral.cumsum(0).cumsum(1)
+    return (integral[side:, side:] - integral[:H, side:] - integral[side:, :W] + integral[:H, :W])
+
+
 def orphaned_outline(label: np.ndarray, background_index: int) -> float:
     """Share of the outline (label < 0) crossed from background to background within a few pixels.
 

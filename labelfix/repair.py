@@ -28,7 +28,7 @@ from .bank import Bank, atomic_write_bytes, load_bank
 from .classes import ClassSet, cityscapes_to_train_ids, is_cityscapes_label_ids, train_ids_to_cityscapes
 from .data import IMAGE_EXTS, LabelFile, find_image, read_image, read_label
 from .device import pick_device, resolve_precision
-from .erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline
+from .erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline, outline_lines
 from .errors import InputFileError, UsageError
 from .objects import restore_dropped
 from .predict import ModelInput, background_fraction, finish_labels, prepare, run_model
@@ -55,7 +55,7 @@ class RepairSettings:
     ratio: float | None = None           # None = auto: the bank ratio nearest the background fraction
     policy: str = "fill"
     min_confidence: float = 0.0
-    review_below: float = 0.7            # flag an image whose changed pixels' mean confidence is lower
+    review_below: float = 0.7            # flag an image whose changed pixels (outline fills aside) have a lower mean confidence
     device: str = "auto"
     batch_size: int = 8
     preview: bool = False
@@ -268,7 +268,11 @@ def _finish_one(item: _Prepared, probs, s: RepairSettings, bank: Bank, out: Path
     row.classes_added = ";".join(bank.classes.names[c] for c in sorted(after - before))
     row.mean_confidence = round(float(conf[change].mean()), 4) if row.pixels_changed else None
     held_back = int((allowed & ~confident).sum())
-    row.needs_review = bool((row.mean_confidence is not None and row.mean_confidence < s.review_below)
+    # filling a thin unlabelled line (an outline) is placing a boundary within it: unsure by nature, and
+    # harmless; review weighs the other changes (VOC val, clean labels, blind: 112 of 289 flagged -> 51)
+    weighed = change & ~outline_lines(item.original < 0)
+    review_confidence = float(conf[weighed].mean()) if weighed.any() else None
+    row.needs_review = bool((review_confidence is not None and review_confidence < s.review_below)
                             or held_back > 0.2 * max(int(allowed.sum()), 1)
                             or (row.orphaned_outline or 0.0) >= REVIEW_ORPHANED
                             or row.restored_pixels > 0)  # a dropped object's class is the namer's guess

@@ -1,6 +1,7 @@
 import numpy as np
+import pytest
 
-from labelfix.erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline
+from labelfix.erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline, outline_lines
 
 
 def disc(h, w, cy, cx, r):
@@ -67,3 +68,15 @@ def test_an_object_relabelled_to_background_leaves_an_orphaned_outline():
     dropped = np.where(label == 3, 0, label)  # the bigger object loses its class, its outline stays
     assert orphaned_outline(dropped, 0) >= REVIEW_ORPHANED
     assert orphaned_outline(np.zeros((20, 20), np.int64), 0) == 0.0
+
+
+@pytest.mark.parametrize("scale", [1, 4])  # 4: a label large enough to be read at half size
+def test_outline_lines_are_the_thin_unlabelled_pixels_not_the_wide_ones(scale):
+    label = np.kron(outlined_label(), np.ones((scale, scale), np.int64))
+    unlabelled = label < 0
+    wide = np.zeros(label.shape, bool)
+    wide[5 * scale:25 * scale, 100 * scale:130 * scale] = True  # an unlabelled region, not a line
+    lines = outline_lines(unlabelled | wide)
+    assert lines[unlabelled & ~wide].mean() > 0.97  # the rings: lines
+    assert not lines[wide].any()
+    assert not outline_lines(np.zeros((10, 10), bool)).any()

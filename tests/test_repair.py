@@ -138,6 +138,26 @@ def test_an_outline_around_background_sends_the_label_to_review(bank, tmp_path):
     assert all(row.orphaned_outline is None for row in told)  # with --missing the user said what is wrong
 
 
+def test_filling_an_outline_alone_does_not_send_a_label_to_review(bank, tmp_path):
+    labels, images = tmp_path / "labels", tmp_path / "images"
+    labels.mkdir()
+    images.mkdir()
+    label = np.zeros((64, 64), np.uint8)
+    label[12:52, 10:50] = 2
+    image = COLOURS[label]
+    label[11:53, 9:51][[0, -1]] = 255
+    label[11:53, 9:51][:, [0, -1]] = 255
+    holed = label.copy()
+    holed[20:40, 20:40] = 255  # a wide hole besides the outline
+    for stem, lab in (("outline", label), ("hole", holed)):
+        Image.fromarray(image).save(images / f"{stem}.jpg", quality=95)
+        Image.fromarray(lab, mode="L").save(labels / f"{stem}.png")
+    # review_below=1: any weighed change is unsure enough; the outline's fill is not weighed
+    rows = {row.file: row for row in run(labels, images, bank, missing=(255,), review_below=1.0).rows}
+    assert rows["outline.png"].pixels_changed > 0 and not rows["outline.png"].needs_review
+    assert rows["hole.png"].needs_review
+
+
 def test_blind_fill_gives_a_dropped_object_its_class_back(bank, tmp_path):
     from conftest import make_dataset
     from labelfix.data import open_dataset
