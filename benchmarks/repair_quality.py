@@ -12,7 +12,8 @@ dataset-level confusion matrices (void excluded):
 
 For the two --missing cases, nearest-label fill and a dense CRF (if pydensecrf2 is installed) fill the
 same pixels. For the blind cases, the share of undamaged pixels that repair changed is reported too
-(void excluded: blind repair fills VOC's outlines), and the labels where dropped objects were named.
+(void excluded: blind repair fills VOC's outlines), and the labels where dropped objects were named;
+for every case, how many labels the report sends to review.
 
     python benchmarks/repair_quality.py --data path/to/voc2012 [--bank checkpoints/voc] [--skip N] [--limit N]
         [--side 500] [--json out.json]
@@ -135,7 +136,8 @@ def run_case(items, case, bank, tmp: Path, missing: bool, crf: bool, K: int):
             undamaged_changed += int((fixed[valid] != damaged_in[valid]).sum())
             undamaged_total += int(valid.sum())
     row = {"case": case, "images": len(items), "repair_seconds": round(seconds, 2),
-           "repair_images_per_s": round(len(items) / seconds, 2)}
+           "repair_images_per_s": round(len(items) / seconds, 2),
+           "needs_review": sum(bool(r.needs_review) for r in res.rows)}
     if not missing:
         row["labels_restored"] = sum(r.restored_pixels > 0 for r in res.rows)
     for m, c in conf.items():
@@ -179,6 +181,7 @@ def main():
             figures = {k: round(v, 1) for k, v in row.items() if k in ("labelfix", "nearest-label", "dense-crf")}
             extra = f", undamaged pixels changed {row['undamaged_changed_pct']}%" if "undamaged_changed_pct" in row else ""
             extra += f", dropped objects named in {row['labels_restored']} labels" if "labels_restored" in row else ""
+            extra += f", {row['needs_review']} of {row['images']} labels to review"
             print(f"{case:16s} mIoU on damaged pixels: {figures}{extra}  ({row['repair_images_per_s']} img/s)", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps({"data": a.data, "split": a.split, "bank": a.bank, "seed": a.seed,
