@@ -32,7 +32,7 @@ MIN_DIRECT = 0.6         # share of a cut edge where object touches background d
 MAX_LOOSE_CONTACT = 0.3  # more direct contact outside cut edges than this share: no outline convention
 MAX_OUTLINE_WIDTH = 0.02  # thickest outline crossing, as a share of the longer side (at least 4 px)
 REVIEW_ORPHANED = 0.3     # a label with this share of its outline orphaned needs review
-HALF_SIZE_ABOVE = 320     # labels whose longer side exceeds this are checked for orphaned outline at half size
+OUTLINES_AT_HALF_SIZE_ABOVE = 320  # labels whose longer side exceeds this have their outlines read at half size
 
 
 def row_runs(cond: np.ndarray, min_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,7 +140,8 @@ def outline_lines(unlabelled: np.ndarray) -> np.ndarray:
     if not unlabelled.any():
         return unlabelled.copy()
     width = max(4, round(MAX_OUTLINE_WIDTH * max(unlabelled.shape)))
-    step = 2 if max(unlabelled.shape) > HALF_SIZE_ABOVE else 1  # large labels: every other row and column
+    # large labels: every other row and column (a thin line stays thin, a wide region wide)
+    step = 2 if max(unlabelled.shape) > OUTLINES_AT_HALF_SIZE_ABOVE else 1
     sample = unlabelled[::step, ::step]
     side = 2 * ((width // step + 1) // 2) + 1  # odd, wider than the widest outline
     eroded = _square_sum(sample, side) == side * side  # centres of all-unlabelled squares
@@ -168,7 +169,7 @@ def orphaned_outline(label: np.ndarray, background_index: int) -> float:
     object to background and its whole ring becomes such a crossing. On VOC's 1,304 clean labels (at
     256 and 500 px) 0.2% reach 0.3; with about half of each label's classes set to background, 83% do.
     """
-    if max(label.shape) > HALF_SIZE_ABOVE:
+    if max(label.shape) > OUTLINES_AT_HALF_SIZE_ABOVE:
         # every other row and column: the outline stays (VOC's is about 5 px wide at full size) at a quarter
         # of the cost
         label = label[::2, ::2]

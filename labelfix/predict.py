@@ -287,7 +287,7 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
     return pred, conf
 
 
-HALF_SIZE_ABOVE = 256  # images whose longer side exceeds this get the nearest known label at half size
+NEAREST_AT_HALF_SIZE_ABOVE = 256  # images whose longer side exceeds this get the nearest known label at half size
 
 
 def nearest_known_label(label: np.ndarray, hidden: np.ndarray, bound: float) -> torch.Tensor:
@@ -299,7 +299,7 @@ def nearest_known_label(label: np.ndarray, hidden: np.ndarray, bound: float) -> 
     """
     known_label = torch.from_numpy(np.where(hidden, -1, label))  # (H, W)
     H, W = label.shape
-    if max(H, W) <= HALF_SIZE_ABOVE:
+    if max(H, W) <= NEAREST_AT_HALF_SIZE_ABOVE:
         # at full size the rare near-tie the mending passes would settle does not matter: skip them
         return nearest_fill(known_label[None], max_distance=bound, mend=False)[0]
     even = F.pad(known_label, (0, W % 2, 0, H % 2), value=-1)
