@@ -117,7 +117,9 @@ def test_blind_fill_finds_erased_blocks_and_fills_only_them(bank, tmp_path):
     assert not any(row.erased_pixels for row in off.rows)
 
 
-def test_an_outline_around_background_sends_the_label_to_review(bank, tmp_path):
+def outlined_object(tmp_path, labels_by_stem):
+    """Folders of labels and images: a square object of class 2 outlined with 255 (VOC style) on a
+    64 x 64 background; labels_by_stem maps each file stem to a function of that label."""
     labels, images = tmp_path / "labels", tmp_path / "images"
     labels.mkdir()
     images.mkdir()
@@ -126,10 +128,16 @@ def test_an_outline_around_background_sends_the_label_to_review(bank, tmp_path):
     image = COLOURS[label]
     label[11:53, 9:51][[0, -1]] = 255
     label[11:53, 9:51][:, [0, -1]] = 255
-    Image.fromarray(image).save(images / "a.jpg", quality=95)
-    Image.fromarray(image).save(images / "b.jpg", quality=95)
-    Image.fromarray(label, mode="L").save(labels / "a.png")  # outlined object
-    Image.fromarray(np.where(label == 2, 0, label).astype(np.uint8), mode="L").save(labels / "b.png")  # its class lost
+    for stem, make in labels_by_stem.items():
+        Image.fromarray(image).save(images / f"{stem}.jpg", quality=95)
+        Image.fromarray(make(label.copy()).astype(np.uint8), mode="L").save(labels / f"{stem}.png")
+    return labels, images
+
+
+def test_an_outline_around_background_sends_the_label_to_review(bank, tmp_path):
+    labels, images = outlined_object(tmp_path, {
+        "a": lambda label: label,  # outlined object
+        "b": lambda label: np.where(label == 2, 0, label)})  # its class lost
     # review_below=0: only the outline test may send a label to review here, not the model's confidence
     rows = {row.file: row for row in run(labels, images, bank, review_below=0.0).rows}
     assert rows["a.png"].orphaned_outline < 0.3 and not rows["a.png"].needs_review
@@ -138,20 +146,13 @@ def test_an_outline_around_background_sends_the_label_to_review(bank, tmp_path):
     assert all(row.orphaned_outline is None for row in told)  # with --missing the user said what is wrong
 
 
+def with_hole(label):
+    label[20:40, 20:40] = 255  # a wide hole besides the outline
+    return label
+
+
 def test_filling_an_outline_alone_does_not_send_a_label_to_review(bank, tmp_path):
-    labels, images = tmp_path / "labels", tmp_path / "images"
-    labels.mkdir()
-    images.mkdir()
-    label = np.zeros((64, 64), np.uint8)
-    label[12:52, 10:50] = 2
-    image = COLOURS[label]
-    label[11:53, 9:51][[0, -1]] = 255
-    label[11:53, 9:51][:, [0, -1]] = 255
-    holed = label.copy()
-    holed[20:40, 20:40] = 255  # a wide hole besides the outline
-    for stem, lab in (("outline", label), ("hole", holed)):
-        Image.fromarray(image).save(images / f"{stem}.jpg", quality=95)
-        Image.fromarray(lab, mode="L").save(labels / f"{stem}.png")
+    labels, images = outlined_object(tmp_path, {"outline": lambda label: label, "hole": with_hole})
     # review_below=1: any weighed change is unsure enough; the outline's fill is not weighed
     rows = {row.file: row for row in run(labels, images, bank, missing=(255,), review_below=1.0).rows}
     assert rows["outline.png"].pixels_changed > 0 and not rows["outline.png"].needs_review
