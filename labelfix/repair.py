@@ -55,7 +55,7 @@ class RepairSettings:
     ratio: float | None = None           # None = auto: the bank ratio nearest the background fraction
     policy: str = "fill"
     min_confidence: float = 0.0
-    review_below: float = 0.7            # flag an image whose changed pixels (outline fills aside) have a lower mean confidence
+    review_below: float = 0.7            # flag an image whose changes (outline fills aside) are less sure on average
     device: str = "auto"
     batch_size: int = 8
     preview: bool = False
