@@ -25,11 +25,6 @@ from .propagate import nearest_fill
 # objects 0.69% -> 0.44%, dropped objects 32.0 -> 31.9 mIoU, blocks set to 0 unchanged (80.4); at 0.5:
 # 0.21% / 0.48% / 32.0, at 0.7: 0.14% / 0.41% / 31.9
 OVERTURN_CONFIDENCE = 0.6
-# the guided filter's second pass (see _guided_finish) per repair mode. It lifts the paper's protocol
-# (--policy replace); for --missing it costs 4 ms a 500 px label (6% of the command's time) for nothing
-# on blocks and little on the paper's cells (VOC val, 256 px: 86.51 / 48.88 mIoU with it, 86.54 / 48.61
-# without; at 500 px: 85.30 / 48.23 and 85.42 / 48.01)
-SECOND_PASS = {"missing": False, "replace": True, "blind": True}
 
 
 @dataclass
@@ -142,7 +137,6 @@ class Correction:
     background_bias: float = 0.0   # added to the background logit everywhere (calibrated per mode)
     extent: torch.Tensor | None = None  # (S, S) the bank's learned background bias per pixel (extent.py)
     extent_scale: float = 0.0      # how much of `extent` is added (calibrated per mode)
-    second_pass: bool = True       # the guided filter's second pass (SECOND_PASS: per repair mode)
 
     def scaled(self, weight: float, guided: bool | None = None, colour: float | None = None,
                radius: float | None = None, background_bias: float | None = None,
@@ -151,7 +145,7 @@ class Correction:
                           self.guided if guided is None else guided, self.colour if colour is None else colour,
                           self.radius if radius is None else radius, self.background,
                           self.background_bias if background_bias is None else background_bias, self.extent,
-                          self.extent_scale if extent_scale is None else extent_scale, self.second_pass)
+                          self.extent_scale if extent_scale is None else extent_scale)
 
     def final_logits(self) -> torch.Tensor:
         """(K, S, S) the correction with the background biases added."""
@@ -198,8 +192,7 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
         reach = nearest[1].flatten(1).amax(1).cpu()  # (B,)
         for j, i in enumerate(idx):
             plain = Correction(logits[j], scale, float(reach[j]), background=bank.classes.background_index,
-                               extent=None if extent is None else extent[j],
-                               second_pass=SECOND_PASS[items[i].mode])
+                               extent=None if extent is None else extent[j])
             out[i] = plain.scaled(*bank.finishing(items[i].mode)) if calibrated else plain
     return out
 
@@ -281,7 +274,7 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
     c, p = probs.max(1)
     if correction.guided and image is not None:
         c, p = _guided_finish(probs, present, p, nearest, known_classes, where, index, grid, image,
-                              correction.radius, correction.second_pass)
+                              correction.radius)
     else:
         p = present.index_select(0, p)
     pred[allowed] = p.numpy()
@@ -347,9 +340,8 @@ def classes_that_can_win(logits: torch.Tensor, grid: torch.Tensor) -> torch.Tens
 
 def _guided_finish(probs: torch.Tensor, classes: torch.Tensor, best: torch.Tensor, nearest: torch.Tensor,
                    known_classes: torch.Tensor, where: torch.Tensor, index: torch.Tensor, grid: torch.Tensor,
-                   image: np.ndarray, radius: float = RADIUS, second_pass: bool = True):
-    """Guided-filter the class maps of the classes in play (once more over the first decisions with
-    `second_pass`); -> (confidence, class) per decided pixel.
+                   image: np.ndarray, radius: float = RADIUS):
+    """Guided-filter the class maps of the classes in play; -> (confidence, class) per decided pixel.
 
     probs (N, C) at the decided pixels for the classes `classes` (C,), best (N,) the column of the
     most probable; nearest (H*W,) the nearest known label, known_classes (K,) bool the classes in it
@@ -383,11 +375,10 @@ def _guided_finish(probs: torch.Tensor, classes: torch.Tensor, best: torch.Tenso
         return torch.where(lead > 0, which + 1, 0)
 
     pick = most_filtered(guide.shrink_sparse(known, probs[:, present]))  # (N,)
-    if second_pass:
-        # a second pass over the first pass's hard decisions settles boundaries further from the known
-        # labels (VOC val, labelfix bench: +0.3 / +1.8 / +1.0 PA-mIoU at ratios 0.3 / 0.5 / 0.7; about
-        # neutral on erased blocks)
-        pick = most_filtered(guide.shrink_sparse(known, F.one_hot(pick, G).float()))  # (N,)
-    chosen = present.index_select(0, pick)
+    # a second pass over the first pass's hard decisions settles boundaries further from the known
+    # labels (VOC val, labelfix bench: +0.3 / +1.8 / +1.0 PA-mIoU at ratios 0.3 / 0.5 / 0.7; about
+    # neutral on erased blocks)
+    hard = F.one_hot(pick, G).float()  # (N, G)
+    chosen = present.index_select(0, most_filtered(guide.shrink_sparse(known, hard)))  # (N,)
     # the confidence stays the model's probability for the class chosen
     return probs.gather(1, chosen[:, None])[:, 0], classes.index_select(0, chosen)

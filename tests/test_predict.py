@@ -148,27 +148,3 @@ def test_blind_fill_overturns_a_labelled_pixel_only_when_the_model_is_sure():
     # the same pixels declared missing (hidden) take the model's class however unsure it is
     pred, _ = finish_labels(Correction(logits, prior_weight=0.0, reach=1.0), label, allowed, allowed)
     assert (pred == 1).all()
-
-
-def test_the_guided_filters_second_pass_follows_the_repair_mode(bank, dataset):
-    from labelfix.bank import load_bank
-    from labelfix.data import load_pair, open_dataset
-    from labelfix.predict import SECOND_PASS, prepare, run_model
-    b = load_bank(bank)
-    image, label = load_pair(*open_dataset(dataset).pairs("val")[0], b.classes)
-    damaged = label.copy()
-    damaged[:, label.shape[1] // 2:] = -1
-    told, _ = prepare(image, damaged, b, missing=damaged < 0)
-    paper, _ = prepare(image, label, b, policy="replace")
-    for calibrated in (False, True):
-        corr = run_model(b, [told, paper], "cpu", calibrated=calibrated)
-        assert [c.second_pass for c in corr] == [SECOND_PASS["missing"], SECOND_PASS["replace"]]
-        assert corr[0].scaled(1.0).second_pass == SECOND_PASS["missing"]
-    # the passes differ somewhere: two passes on a `--missing` correction move some boundary
-    corr = run_model(b, [told], "cpu")[0]
-    hidden = damaged < 0
-    corr.guided = True
-    one, _ = finish_labels(corr, damaged, hidden, hidden, image)
-    corr.second_pass = True
-    two, _ = finish_labels(corr, damaged, hidden, hidden, image)
-    assert (one[~hidden] == two[~hidden]).all() and (one != two).any()
