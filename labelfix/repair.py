@@ -270,7 +270,8 @@ def _finish_one(item: _Prepared, probs, s: RepairSettings, bank: Bank, out: Path
     held_back = int((allowed & ~confident).sum())
     # filling a thin unlabelled line (an outline) is placing a boundary within it: unsure by nature, and
     # harmless; review weighs the other changes (VOC val, clean labels, blind: 112 of 289 flagged -> 51)
-    weighed = change & ~outline_lines(item.original < 0)
+    unlabelled = item.original < 0
+    weighed = change & ~outline_lines(unlabelled) if (change & unlabelled).any() else change
     review_confidence = float(conf[weighed].mean()) if weighed.any() else None
     row.needs_review = bool((review_confidence is not None and review_confidence < s.review_below)
                             or held_back > 0.2 * max(int(allowed.sum()), 1)
