@@ -7,6 +7,8 @@
                     hidden, members, min_probability}} in the manifest
     extent.safetensors    optional: the learned background bias of holes (extent.py), {extent: {file,
                     sha256, hidden, correction_share, samples}}
+    refiner.safetensors   optional: the boundary refiner (boundary.py), {refiner: {file, sha256, hidden,
+                    samples, modes (where it applies), scores (with and without, per mode)}}
 
 Loading checks the format version, each file's sha256, and the weights' keys and shapes, and says
 what is wrong. `hf://ORG/REPO[@REVISION]` is fetched with huggingface_hub (its cache works offline).
@@ -28,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from .classes import ClassSet
 from .config import LMAEConfig
 from .errors import BankError
+from .boundary import BoundaryRefiner
 from .extent import ExtentBias
 from .model import LMAE
 from .objects import RegionNamer
@@ -150,6 +153,13 @@ class Bank:
         """The learned background bias of holes (extent.py), or None if the bank has none."""
         return self._optional_model("extent", "the background bias", lambda entry: ExtentBias(int(entry["hidden"])))
 
+    def refiner(self, mode: str) -> BoundaryRefiner | None:
+        """The boundary refiner (boundary.py) if the bank has one and it helps repairs in this mode."""
+        if mode not in (self.manifest.get("refiner") or {}).get("modes", ()):
+            return None
+        return self._optional_model("refiner", "the boundary refiner",
+                                    lambda entry: BoundaryRefiner(int(entry["hidden"])))
+
     def _optional_model(self, key: str, what: str, build) -> torch.nn.Module | None:
         """The small model of the manifest's entry `key` ({file, ...}; `build(entry)` makes it), loaded
         once; None if the bank has no such entry."""
@@ -238,7 +248,7 @@ def load_bank(spec: str | Path | None = None, verify: bool = True) -> Bank:
     if not entries:
         raise BankError(f"{mpath}: lists no models")
     files = {float(key): _checked_file(folder, entry, verify) for key, entry in entries.items()}
-    for extra in ("objects", "extent"):
+    for extra in ("objects", "extent", "refiner"):
         if manifest.get(extra):
             _checked_file(folder, manifest[extra], verify)
     return Bank(folder, manifest, cfg, classes, files)

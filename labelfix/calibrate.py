@@ -106,10 +106,11 @@ def _restore(image, damaged: np.ndarray, bank):
     return np.where(restored >= 0, restored, damaged), restored >= 0
 
 
-def _measure(bank, pairs, settings: dict, device, seed: int, step=None):
+def _measure(bank, pairs, settings: dict, device, seed: int, step=None, refiner=None):
     """Confusions per (mode, setting) and blind changes per (case, setting) for settings {mode: [setting]}.
 
-    The same seed draws the same damage, so two calls score the same cases."""
+    The same seed draws the same damage, so two calls score the same cases. With `refiner`, every
+    setting is finished with the boundary refiner (boundary.py)."""
     K, bg = bank.classes.num_classes, bank.classes.background_index
     gen = torch.Generator().manual_seed(seed)
     conf = {(m, st): torch.zeros(K, K, dtype=torch.long) for m in MODES for st in settings[m]}
@@ -128,7 +129,9 @@ def _measure(bank, pairs, settings: dict, device, seed: int, step=None):
                 undamaged = None if damage is None else ~damage & (label >= 0)
                 n_undamaged = 0 if undamaged is None else int(undamaged.sum())
                 for st in settings[mode]:
-                    pred, _ = finish_labels(corr.scaled(*st), known, mi.hidden_full, allowed, image)
+                    finishing = corr.scaled(*st)
+                    finishing.refiner = refiner
+                    pred, _ = finish_labels(finishing, known, mi.hidden_full, allowed, image)
                     if restored is not None:
                         pred = np.where(restored, known, pred)
                     conf[(mode, st)] += confusion(torch.from_numpy(pred), truth, K, where)

@@ -276,6 +276,75 @@ def fit_extent(bank_dir: Path, pairs, classes: ClassSet, device="cpu", seed: int
     return {"samples": samples, "seconds": round(time.time() - t0, 1)}
 
 
+# mIoU a repair mode must gain on the validation labels to use the boundary refiner: more than 64 labels' noise
+# (VOC, bundled bank: missing +1.3, replace +0.9, blind +0.04)
+REFINER_MIN_GAIN = 0.25
+
+
+def fit_refiner(bank_dir: Path, pairs, val_pairs, device="cpu", seed: int = 0, batch: int = 16) -> dict:
+    """Fit the boundary refiner (boundary.py) on the calibrated bank's own repairs of training labels with
+    random blocks and with the paper's cells made missing, then keep it for the repair modes where it
+    scores better on `val_pairs` (the calibration's cases, calibrate.py) and add it to the bank
+    (refiner.safetensors and the manifest's `refiner`). A bank without a background class, or whose
+    training labels give no boundary to learn from, gets none. Returns what it did, for the progress log."""
+    from .boundary import SAMPLES_PER_LABEL, train_refiner
+    from .calibrate import MODES, _measure, setting_name
+    from .damage import background_cells
+    from .predict import finish_labels, prepare, run_model
+
+    t0 = time.time()
+    update_manifest(bank_dir, {"refiner": None})  # repairs without one are what it learns from
+    bank = load_bank(bank_dir)
+    bg = bank.classes.background_index
+    if bg is None:
+        return {"samples": 0, "modes": [], "seconds": round(time.time() - t0, 1)}
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x, truth = [], []
+    for start in range(0, len(pairs), batch):
+        cases = []
+        for img_path, lab_path in pairs[start:start + batch]:
+            image, label = load_pair(img_path, lab_path, bank.classes)
+            H, W = label.shape
+            for hole in (random_blocks(1, H, W, 0.3, gen)[0].numpy(), background_cells(label, bg)):
+                damaged = np.where(hole, -1, label)
+                item, allowed = prepare(image, damaged, bank, missing=damaged < 0)
+                cases.append((image, label, damaged, item, allowed))
+        corrections = run_model(bank, [c[3] for c in cases], device)
+        for (image, label, damaged, item, allowed), corr in zip(cases, corrections):
+            band_inputs = []
+            finish_labels(corr, damaged, item.hidden_full, allowed, image, band_inputs=band_inputs)
+            if not band_inputs:
+                continue
+            ys, xs, features = band_inputs[0]
+            labelled = np.flatnonzero(label[ys, xs] >= 0)
+            chosen = rng.choice(labelled, min(SAMPLES_PER_LABEL, len(labelled)), replace=False)
+            x.append(features[torch.from_numpy(chosen)])
+            truth.append(torch.from_numpy(label[ys[chosen], xs[chosen]] == bg).float())
+    samples = sum(len(t) for t in truth)
+    if not samples:
+        return {"samples": 0, "modes": [], "seconds": round(time.time() - t0, 1)}
+    refiner = train_refiner(torch.cat(x), torch.cat(truth), seed=seed)
+    # where it applies: the modes it improves on the validation labels, with each mode's calibrated finishing;
+    # blind repair also keeps to the calibration's limit on changed undamaged pixels
+    settings = {m: [bank.finishing(m)] for m in MODES}
+    (conf, _), (conf_refined, changes) = (_measure(bank, val_pairs, settings, device, seed, refiner=use)
+                                          for use in (None, refiner))
+    scores = {m: [round(mean_iou(c[(m, settings[m][0])]), 2) for c in (conf, conf_refined)]
+              for m in MODES if conf[(m, settings[m][0])].sum() > 0}
+    limit = (bank.manifest.get("calibration") or {}).get("blind_undamaged_changed_pct", {}).get("limit")
+    blind_changed = max((100 * n / max(total, 1) for n, total in changes.values()), default=0.0)
+    modes = [m for m, (without, with_refiner) in scores.items()
+             if with_refiner >= without + REFINER_MIN_GAIN and (m != "blind" or limit is None or blind_changed <= limit)]
+    name = "refiner.safetensors"
+    update_manifest(bank_dir, {"refiner": {
+        "file": name, "sha256": save_weights(refiner, Path(bank_dir) / name),
+        "hidden": refiner.net[0].out_features, "samples": samples, "modes": modes,
+        "scores": {m: {"without": v[0], "with": v[1]} for m, v in scores.items()},
+        "setting": {m: setting_name(*settings[m][0]) for m in scores}, "images": len(val_pairs)}})
+    return {"samples": samples, "modes": modes, "scores": scores, "seconds": round(time.time() - t0, 1)}
+
+
 def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None) -> TrainResult:
     progress = progress or (lambda e: None)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -481,6 +550,10 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
             scores = calibrate_bank(out, val_pairs[: s.calibrate_images], device, seed=s.seed, progress=progress)
             chosen = json.loads((out / "manifest.json").read_text())["calibration"]["chosen"]
             progress({"event": "calibrated", "scores": scores, "chosen": chosen})
+            if classes.background_index is not None:
+                progress({"event": "refiner", "images": len(train_pairs)})
+                progress({"event": "refiner-fitted", **fit_refiner(out, train_pairs, val_pairs[: s.calibrate_images],
+                                                                   device, seed=s.seed)})
     if distributed:
         dist.barrier()
     return TrainResult(out, stages[: info["stage"]], time.time() - t_start, finished, final_val)

@@ -75,6 +75,12 @@ def train(
                 best = e["chosen"][mode]
                 console.print(f"  calibration, {mode}: {best} ({scores[best]:.1f} mIoU; "
                               f"nearest-label fill {scores['0.0']:.1f})")
+        elif e["event"] == "refiner" and not quiet:
+            console.print(f"fitting the boundary refiner on {e['images']} labels")
+        elif e["event"] == "refiner-fitted" and not quiet:
+            scores = ", ".join(f"{m} {w:.1f} -> {r:.1f}" for m, (w, r) in e.get("scores", {}).items())
+            console.print(f"  {e['samples']} pixels in {e['seconds']:.0f} s; validation mIoU without -> with: "
+                          f"{scores or 'not measured'}; applied in: {', '.join(e['modes']) or 'no mode'}")
         elif e["event"] == "epoch" and "val" in e and not quiet:
             for v in e["val"]:
                 console.print(f"  {e['stage']} epoch {e['epoch']}: ratio {v['ratio']:.2f}  PA-mIoU {v['pa_miou']:.1f}  "
