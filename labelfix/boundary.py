@@ -12,11 +12,14 @@ the decision so far. A small MLP gives a correction to the logit of the decision
 probability, so a refiner that learned nothing keeps the decision. Labels larger than `SIDE` read a
 window and band scaled to their size. It is fitted after calibration, on the bank's own repairs of
 training labels with blocks and the paper's cells made missing, by cross-entropy against the true labels
-(train.fit_refiner), and applied in the repair modes where it scored better on validation labels.
+(train.fit_refiner), and applied in the repair modes where it scored at least train.REFINER_MIN_GAIN
+better on validation labels.
 
-VOC val, bundled bank, 256 px (prototype on cached repairs, --missing 255): blocks 86.5 -> 87.6 mIoU,
-paper cells 48.9 -> 51.3; at 500 px 85.3 -> 86.1 and 48.2 -> 50.6. It costs about 2,400 band pixels
-per 256-px label; the arithmetic is under a millisecond.
+VOC val, bundled bank (benchmarks/repair_quality.py, --missing 255): blocks 86.5 -> 87.6 mIoU, paper
+cells 48.9 -> 50.8 at 256 px, 85.3 -> 86.3 and 48.2 -> 50.5 at 500 px; labelfix bench (--policy
+replace) PA-mIoU 41.0 / 46.5 / 49.1 -> 45.7 / 51.3 / 50.6. The band holds about 2,200 pixels of a 256 px
+label and 9,100 of a 500 px one; about 13 ms a 500 px label on one thread, of which the guided
+filter's second pass, which the refiner replaces (predict.py), gives back 8.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ OFFSETS = sorted({(dy, dx) for dy in (-6, -3, 0, 3, 6) for dx in (-6, -3, 0, 3, 
 CENTRE = OFFSETS.index((0, 0))
 # rgb (normalised), deciding, known background, known object, p(background), decided background
 CHANNELS = 8
-BAND_RADIUS = 2
+BAND_RADIUS = 2   # pixels at SIDE: 3 scored the same (blocks 87.7, cells 50.8) on 50% more pixels
 SIDE = 256        # the label size the window is measured for; larger labels scale it by round(side / SIDE)
 HIDDEN = 32
 SAMPLES_PER_LABEL = 600  # band pixels drawn per damaged training label
