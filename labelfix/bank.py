@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .boundary import BoundaryRefiner
 from .classes import ClassSet
 from .config import LMAEConfig
 from .errors import BankError
-from .boundary import BoundaryRefiner
 from .extent import ExtentBias
 from .model import LMAE
 from .objects import RegionNamer

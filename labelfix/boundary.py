@@ -19,7 +19,7 @@ VOC val, bundled bank (benchmarks/repair_quality.py, --missing 255): blocks 86.5
 cells 48.9 -> 50.8 at 256 px, 85.3 -> 86.3 and 48.2 -> 50.5 at 500 px; labelfix bench (--policy
 replace) PA-mIoU 41.0 / 46.5 / 49.1 -> 45.7 / 51.3 / 50.6. The band holds about 2,200 pixels of a 256 px
 label and 9,100 of a 500 px one; about 13 ms a 500 px label on one thread, of which the guided
-filter's second pass, which the refiner replaces (predict.py), gives back 8.
+filter's second pass, which the refiner replaces (predict.py), gives back 5 to 8.
 """
 
 from __future__ import annotations

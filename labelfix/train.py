@@ -8,7 +8,9 @@ processes under `torchrun` (DistributedDataParallel; gloo on CPU, nccl on CUDA).
 
 Then, where the labels outline their objects, the namer of dropped objects (objects.py) is fitted
 on the training labels' objects; where there is a background class, the learned background bias of
-holes (extent.py) on the model's own output; and each repair mode is calibrated (calibrate.py).
+holes (extent.py) on the model's own output; each repair mode is calibrated (calibrate.py); and the
+boundary refiner (boundary.py) is fitted on the calibrated bank's repairs and kept for the modes it
+improves.
 """
 
 from __future__ import annotations
