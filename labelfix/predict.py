@@ -17,7 +17,7 @@ from .boundary import BAND_RADIUS, band, pixel_features, scale_for
 from .colour import colour_log_likelihood
 from .extent import output_features
 from .masking import expand_mask, hole_patches, patch_mean, strategy_mask
-from .device import inference_autocast
+from .device import inference_autocast, resolve_precision
 from .guided import RADIUS, ImageGuide, pixel_grid_at, sample_at
 from .propagate import nearest_fill
 
@@ -176,7 +176,7 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
     out: list = [None] * len(items)
     for ratio in sorted({it.ratio for it in items}):
         idx = [i for i, it in enumerate(items) if it.ratio == ratio]
-        model = bank.model(ratio, device)
+        model = bank.model(ratio, device, bf16_weights=resolve_precision(precision, device) == "bf16")
         image = torch.stack([items[i].image for i in idx]).to(device)
         label = torch.stack([items[i].label_in for i in idx]).to(device)
         removed = torch.stack([items[i].removed for i in idx]).to(device)

@@ -116,6 +116,26 @@ def test_precision_choice():
         resolve_precision("fp8", cpu)
 
 
+def test_bf16_weights_give_the_numbers_autocast_gives(bank, dataset):
+    from labelfix.bank import Bank, load_bank
+    from labelfix.data import load_pair, open_dataset
+    from labelfix.predict import prepare, run_model
+
+    fast = load_bank(bank)
+    image, label = load_pair(*open_dataset(dataset).pairs("val")[0], fast.classes)
+    damaged = np.where(holes(label.shape, 0), -1, label)
+    mi, _ = prepare(image, damaged, fast, missing=damaged < 0)
+    with_bf16_weights, = run_model(fast, [mi], "cpu", calibrated=False, precision="bf16")
+    assert fast.model(mi.ratio, "cpu", bf16_weights=True).head.weight.dtype == torch.bfloat16
+    plain = load_bank(bank)
+    plain.model = lambda ratio, device, bf16_weights=False: Bank.model(plain, ratio, device)  # autocast casts
+    cast_per_call, = run_model(plain, [mi], "cpu", calibrated=False, precision="bf16")
+    assert torch.equal(with_bf16_weights.logits, cast_per_call.logits)
+    fp32, = run_model(fast, [mi], "cpu", calibrated=False, precision="fp32")
+    assert fast.model(mi.ratio, "cpu").head.weight.dtype == torch.float32  # fp32 runs keep their own copy
+    assert not torch.equal(fp32.logits, with_bf16_weights.logits)
+
+
 def test_background_bias_takes_back_what_the_prior_carried_into_a_hole():
     # class 1 on the left, background on the right, a hole across the edge: nearest-label fill takes
     # class 1 to the hole's middle; a background bias larger than the prior's weight gives it back
