@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .erasure import square_sum
+
 # the window: a 5 x 5 grid at stride 3 and the 3 x 3 around the centre, (dy, dx) in pixels at SIDE
 OFFSETS = sorted({(dy, dx) for dy in (-6, -3, 0, 3, 6) for dx in (-6, -3, 0, 3, 6)}
                  | {(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)})
@@ -53,18 +55,10 @@ def band(decided: np.ndarray, deciding: np.ndarray, background: int, radius: int
     is_object = deciding & (decided != background)
     if not is_bg.any() or not is_object.any():
         return np.zeros(decided.shape, bool)
-    return _near(is_bg, radius) & _near(is_object, radius) & deciding
-
-
-def _near(mask: np.ndarray, radius: int) -> np.ndarray:
-    """(H, W) bool: within `radius` (a square) of a set pixel, from an integral image (a 13 x 13 max-pool
-    costs 40 times more on a 500 px label)."""
-    H, W = mask.shape
+    # within `radius` of each: a box sum from an integral image (a 13 x 13 max-pool costs 40 times more on a
+    # 500 px label)
     side = 2 * radius + 1
-    integral = np.zeros((H + side, W + side), np.int32)
-    integral[radius + 1:radius + 1 + H, radius + 1:radius + 1 + W] = mask
-    integral = integral.cumsum(0).cumsum(1)
-    return (integral[side:, side:] - integral[:H, side:] - integral[side:, :W] + integral[:H, :W]) > 0
+    return (square_sum(is_bg, side) > 0) & (square_sum(is_object, side) > 0) & deciding
 
 
 def pixel_features(image: np.ndarray, label: np.ndarray, deciding: np.ndarray, p_background: np.ndarray,
