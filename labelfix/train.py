@@ -231,6 +231,26 @@ def fit_namer(bank_dir: Path, pairs, classes: ClassSet, seed: int = 0) -> dict:
     return {"pieces": len(samples[1]), "seconds": round(time.time() - t0, 1)}
 
 
+def _missing_hole_cases(bank, classes: ClassSet, pairs, gen: torch.Generator, batch: int):
+    """The damage the bank's small fitted models learn from: each training label with random blocks and
+    with the paper's cells made missing, prepared for `--missing` repair. Yields, per `batch` labels, a
+    list of (image, label, damaged label, model input, allowed) with the two holes of each label in turn."""
+    from .damage import background_cells
+    from .predict import prepare
+
+    for start in range(0, len(pairs), batch):
+        cases = []
+        for img_path, lab_path in pairs[start:start + batch]:
+            image, label = load_pair(img_path, lab_path, classes)
+            H, W = label.shape
+            blocks = random_blocks(1, H, W, 0.3, gen)[0].numpy()
+            for hole in (blocks, background_cells(label, classes.background_index)):
+                damaged = np.where(hole, -1, label)
+                item, allowed = prepare(image, damaged, bank, missing=damaged < 0)
+                cases.append((image, label, damaged, item, allowed))
+        yield cases
+
+
 def fit_extent(bank_dir: Path, pairs, classes: ClassSet, device="cpu", seed: int = 0, batch: int = 16,
                share: float | None = None) -> dict:
     """Fit the learned background bias of holes (extent.py) on the bank's own output for training
@@ -238,9 +258,8 @@ def fit_extent(bank_dir: Path, pairs, classes: ClassSet, device="cpu", seed: int
     (extent.safetensors and the manifest's `extent`). A bank without a background class gets none.
     share: of the model's correction, as extent.CORRECTION_SHARE by default. Returns what it did, for the
     progress log."""
-    from .damage import background_cells
     from .extent import CORRECTION_SHARE, hole_samples, output_features, train_extent
-    from .predict import prepare, resize_label, run_model
+    from .predict import resize_label, run_model
     from .propagate import nearest_fill
 
     t0 = time.time()
@@ -252,17 +271,10 @@ def fit_extent(bank_dir: Path, pairs, classes: ClassSet, device="cpu", seed: int
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     x, logits, truth = [], [], []
-    for start in range(0, len(pairs), batch):
-        items, truths = [], []
-        for img_path, lab_path in pairs[start:start + batch]:
-            image, label = load_pair(img_path, lab_path, classes)
-            H, W = label.shape
-            label_s = resize_label(label, bank.config.input_size)  # the truth at the model grid, for both holes
-            for hole in (random_blocks(1, H, W, 0.3, gen)[0].numpy(), background_cells(label, bg)):
-                damaged = np.where(hole, -1, label)
-                items.append(prepare(image, damaged, bank, missing=damaged < 0)[0])
-                truths.append(label_s)
-        for item, corr, label_s in zip(items, run_model(bank, items, device, calibrated=False), truths):
+    for cases in _missing_hole_cases(bank, classes, pairs, gen, batch):
+        items = [item for _, _, _, item, _ in cases]
+        for (_, label, _, item, _), corr in zip(cases, run_model(bank, items, device, calibrated=False)):
+            label_s = resize_label(label, bank.config.input_size)  # the truth at the model grid
             nearest, distance = nearest_fill(item.label_in[None], with_distance=True, mend=False)
             features, with_prior = output_features(item.label_in[None], nearest, distance, corr.logits[None],
                                                    corr.prior_weight, bg, share)
@@ -286,13 +298,12 @@ REFINER_MIN_GAIN = 0.25
 def fit_refiner(bank_dir: Path, pairs, val_pairs, device="cpu", seed: int = 0, batch: int = 16) -> dict:
     """Fit the boundary refiner (boundary.py) on the calibrated bank's own repairs of training labels with
     random blocks and with the paper's cells made missing, then keep it for the repair modes where it
-    scores better on `val_pairs` (the calibration's cases, calibrate.py) and add it to the bank
+    scores at least REFINER_MIN_GAIN better on `val_pairs` (the calibration's cases, calibrate.py) and add it to the bank
     (refiner.safetensors and the manifest's `refiner`). A bank without a background class, or whose
     training labels give no boundary to learn from, gets none. Returns what it did, for the progress log."""
     from .boundary import SAMPLES_PER_LABEL, train_refiner
     from .calibrate import MODES, _measure, setting_name
-    from .damage import background_cells
-    from .predict import finish_labels, prepare, run_model
+    from .predict import finish_labels, run_model
 
     t0 = time.time()
     update_manifest(bank_dir, {"refiner": None})  # repairs without one are what it learns from
@@ -303,15 +314,7 @@ def fit_refiner(bank_dir: Path, pairs, val_pairs, device="cpu", seed: int = 0, b
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     x, truth = [], []
-    for start in range(0, len(pairs), batch):
-        cases = []
-        for img_path, lab_path in pairs[start:start + batch]:
-            image, label = load_pair(img_path, lab_path, bank.classes)
-            H, W = label.shape
-            for hole in (random_blocks(1, H, W, 0.3, gen)[0].numpy(), background_cells(label, bg)):
-                damaged = np.where(hole, -1, label)
-                item, allowed = prepare(image, damaged, bank, missing=damaged < 0)
-                cases.append((image, label, damaged, item, allowed))
+    for cases in _missing_hole_cases(bank, bank.classes, pairs, gen, batch):
         corrections = run_model(bank, [c[3] for c in cases], device)
         for (image, label, damaged, item, allowed), corr in zip(cases, corrections):
             band_inputs = []
