@@ -24,12 +24,12 @@ filter's second pass, which the refiner replaces (predict.py), gives back 5 to 8
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from .erasure import square_sum
 
 # the window: a 5 x 5 grid at stride 3 and the 3 x 3 around the centre, (dy, dx) in pixels at SIDE
 OFFSETS = sorted({(dy, dx) for dy in (-6, -3, 0, 3, 6) for dx in (-6, -3, 0, 3, 6)}
@@ -51,21 +51,38 @@ def scale_for(shape: tuple[int, int]) -> int:
 def band(decided: np.ndarray, deciding: np.ndarray, background: int, radius: int) -> np.ndarray:
     """(H, W) bool: the pixels being decided within `radius` (a square) of a pixel decided background
     and of one decided an object. decided (H, W) classes; deciding (H, W) bool."""
-    is_bg = deciding & (decided == background)
-    is_object = deciding & (decided != background)
+    is_bg = decided == background
+    is_object = deciding & ~is_bg
+    is_bg &= deciding
     if not is_bg.any() or not is_object.any():
         return np.zeros(decided.shape, bool)
-    # within `radius` of each: a box sum from an integral image (a 13 x 13 max-pool costs 40 times more on a
-    # 500 px label)
-    side = 2 * radius + 1
-    return (square_sum(is_bg, side) > 0) & (square_sum(is_object, side) > 0) & deciding
+    # everything happens inside the box of the pixels being decided
+    rows, cols = np.flatnonzero(deciding.any(1)), np.flatnonzero(deciding.any(0))
+    box = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    out = np.zeros(decided.shape, bool)
+    out[box] = _dilate(is_bg[box], radius) & _dilate(is_object[box], radius) & deciding[box]
+    return out
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """(H, W) bool, grown by `radius` into a square: shifted ORs along rows, then along columns (on a
+    500 px label 8 times faster than box sums from an integral image, and 300 times than a max-pool)."""
+    rows = mask.copy()
+    for d in range(1, radius + 1):
+        rows[d:] |= mask[:-d]
+        rows[:-d] |= mask[d:]
+    out = rows.copy()
+    for d in range(1, radius + 1):
+        out[:, d:] |= rows[:, :-d]
+        out[:, :-d] |= rows[:, d:]
+    return out
 
 
 def pixel_features(image: np.ndarray, label: np.ndarray, deciding: np.ndarray, p_background: np.ndarray,
                    decided: np.ndarray, background: int, ys: np.ndarray, xs: np.ndarray, scale: int = 1
                    ) -> torch.Tensor:
-    """(n, len(OFFSETS) * CHANNELS) float: what the refiner reads around each pixel (ys, xs) (n,), as
-    bytes (0-255; the refiner brings them to their ranges).
+    """(n, len(OFFSETS) * CHANNELS) uint8: what the refiner reads around each pixel (ys, xs) (n,), as
+    bytes (the refiner brings them to their ranges).
 
     image (H, W, 3) uint8; label (H, W) model indices, -1 unknown (read only where not deciding);
     deciding (H, W) bool; p_background (H, W) float, the model's probability of background (read only
@@ -101,7 +118,7 @@ def pixel_features(image: np.ndarray, label: np.ndarray, deciding: np.ndarray, p
     steps = torch.tensor([dy * scale * width + dx * scale for dy, dx in OFFSETS])  # (O,)
     at = torch.from_numpy((ys + margin) * width + xs + margin)  # (n,)
     picked = words.index_select(0, (at[:, None] + steps).flatten())  # (n * O,)
-    return picked.view(torch.uint8).view(len(ys), len(OFFSETS) * CHANNELS).float()
+    return picked.view(torch.uint8).view(len(ys), len(OFFSETS) * CHANNELS)
 
 
 # how each channel's byte is brought to its range: rgb normalised, flags as they are, probabilities / 255
@@ -110,7 +127,10 @@ _SHIFT = torch.tensor([-0.45 / 0.25] * 3 + [0.0] * 5).repeat(len(OFFSETS))
 
 
 class BoundaryRefiner(nn.Module):
-    """(n, len(OFFSETS) * CHANNELS) bytes (pixel_features) -> (n,) the logit that each pixel is background."""
+    """(n, len(OFFSETS) * CHANNELS) bytes (pixel_features) -> (n,) the logit that each pixel is background.
+
+    With `bf16` (set by `in_bf16`), the first layer, nine tenths of the arithmetic, multiplies in bf16:
+    bytes are exact there, only the weights round (a third of the time on a CPU that does bf16 natively)."""
 
     def __init__(self, hidden: int = HIDDEN):
         super().__init__()
@@ -119,14 +139,26 @@ class BoundaryRefiner(nn.Module):
         # the decision and the model's probability carry through: the MLP learns only a correction
         self.decision_weight = nn.Parameter(torch.tensor(2.0))
         self.probability_weight = nn.Parameter(torch.tensor(1.0))
+        self.bf16 = False
+
+    def in_bf16(self) -> BoundaryRefiner:
+        """A copy whose first layer multiplies in bf16 (for inference)."""
+        twin = copy.deepcopy(self)
+        twin.bf16 = True
+        return twin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (n, F) uint8, or float holding bytes -> (n,)"""
         first, rest = self.net[0], self.net[1:]
         # the bytes' scaling folded into the first layer: one pass over the inputs less
-        h = F.linear(x, first.weight * _SCALE, first.bias + first.weight @ _SHIFT)
-        centre = x[:, CENTRE * CHANNELS:(CENTRE + 1) * CHANNELS]
-        soft = (centre[:, 6] / 255).clamp(0.02, 0.98)
-        hard = centre[:, 7] / 255
+        weight, bias = first.weight * _SCALE, first.bias + first.weight @ _SHIFT
+        if self.bf16:
+            h = F.linear(x.to(torch.bfloat16), weight.to(torch.bfloat16)).float() + bias
+        else:
+            h = F.linear(x.float(), weight, bias)
+        centre = x[:, CENTRE * CHANNELS + 6:CENTRE * CHANNELS + 8].float()
+        soft = (centre[:, 0] / 255).clamp(0.02, 0.98)
+        hard = centre[:, 1] / 255
         return (rest(h)[:, 0] + self.decision_weight * (2 * hard - 1)
                 + self.probability_weight * torch.log(soft / (1 - soft)))
 

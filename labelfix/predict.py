@@ -174,6 +174,8 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
     """
     device = torch.device(device)
     out: list = [None] * len(items)
+    # the finishing runs on the CPU: its refiner multiplies in bf16 where the CPU does so natively
+    refiner_bf16 = resolve_precision(precision, torch.device("cpu")) == "bf16"
     for ratio in sorted({it.ratio for it in items}):
         idx = [i for i, it in enumerate(items) if it.ratio == ratio]
         model = bank.model(ratio, device, bf16_weights=resolve_precision(precision, device) == "bf16")
@@ -197,7 +199,7 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
                                extent=None if extent is None else extent[j])
             if calibrated:
                 out[i] = plain.scaled(*bank.finishing(items[i].mode))
-                out[i].refiner = bank.refiner(items[i].mode)
+                out[i].refiner = bank.refiner(items[i].mode, bf16=refiner_bf16)
             else:
                 out[i] = plain
     return out

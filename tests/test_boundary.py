@@ -24,6 +24,18 @@ def test_the_band_lies_along_decided_boundaries_inside_the_hole():
     assert not band(np.zeros((20, 20), np.int64), deciding, 0, 2).any()  # no object decided: no boundary
 
 
+def test_the_band_is_every_deciding_pixel_near_both_kinds_of_decision():
+    rng = np.random.default_rng(0)
+    for radius in (1, 2, 4):
+        decided = rng.choice([0, 0, 0, 5, 7], size=(37, 41))
+        deciding = np.zeros(decided.shape, bool)
+        deciding[4:30, 9:33] = rng.random((26, 24)) < 0.7
+        near = lambda m: torch.nn.functional.max_pool2d(torch.from_numpy(m)[None, None].float(), 2 * radius + 1,
+                                                         1, radius)[0, 0].numpy() > 0  # noqa: E731
+        expected = near(deciding & (decided == 0)) & near(deciding & (decided != 0)) & deciding
+        assert np.array_equal(band(decided, deciding, 0, radius), expected)
+
+
 def test_features_read_the_window_and_the_known_labels():
     H, W = 16, 16
     image = np.full((H, W, 3), 115, np.uint8)      # (115 / 255 - 0.45) / 0.25 = 0
@@ -55,6 +67,18 @@ def test_a_refiner_that_learned_nothing_keeps_the_decision():
     x[:, CENTRE * CHANNELS + 6] = torch.tensor([115.0, 140.0])  # the model is unsure either way
     x[:, CENTRE * CHANNELS + 7] = torch.tensor([255.0, 0.0])    # decided background, then an object
     assert (refiner(x) > 0).tolist() == [True, False]
+
+
+def test_the_bf16_refiner_decides_as_the_fp32_one():
+    torch.manual_seed(0)
+    refiner = BoundaryRefiner()
+    x = torch.randint(0, 256, (2000, len(OFFSETS) * CHANNELS), dtype=torch.uint8)
+    with torch.no_grad():
+        exact, fast = refiner(x), refiner.in_bf16()(x)
+    assert refiner.bf16 is False and fast.dtype == torch.float32
+    assert torch.allclose(exact, refiner(x.float()))  # bytes as uint8 or as float
+    assert ((exact > 0) == (fast > 0)).float().mean() > 0.99
+    assert (exact - fast).abs().max() < 0.05 * exact.abs().max()
 
 
 def test_training_learns_what_the_decision_got_wrong():
@@ -123,6 +147,8 @@ def test_a_bank_applies_its_refiner_only_in_the_modes_it_helps(bank, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(man))
     b = load_bank(copy)
     assert isinstance(b.refiner("missing"), BoundaryRefiner) and b.refiner("blind") is None
+    fast = b.refiner("missing", bf16=True)
+    assert fast.bf16 and fast is b.refiner("missing", bf16=True) and not b.refiner("missing").bf16
     del man["refiner"]
     (copy / "manifest.json").write_text(json.dumps(man))
     assert load_bank(copy).refiner("missing") is None  # an older bank: repair goes without it
