@@ -192,10 +192,6 @@ class Bank:
         with self._loading:  # repair's worker threads may ask for the same model at once
             if key not in self._models:
                 model = load_model(self.files[ratio], self.config).to(device).eval()
-                if model.refine is not None:
-                    # channels-last convolution weights make the outputs channels-last too: the refinement
-                    # head ran a third faster on a CPU (oneDNN reorders NCHW inputs at every call)
-                    model.refine.to(memory_format=torch.channels_last)
                 if bf16_weights:
                     for layer in model.modules():
                         if isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d)):

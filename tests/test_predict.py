@@ -136,22 +136,6 @@ def test_bf16_weights_give_the_numbers_autocast_gives(bank, dataset):
     assert not torch.equal(fp32.logits, with_bf16_weights.logits)
 
 
-def test_the_banks_channels_last_refinement_head_gives_the_plain_numbers(bank, dataset):
-    from labelfix.bank import load_bank, load_model
-    from labelfix.data import load_pair, open_dataset
-    from labelfix.predict import prepare
-
-    b = load_bank(bank)
-    image, label = load_pair(*open_dataset(dataset).pairs("val")[0], b.classes)
-    mi, _ = prepare(image, np.where(holes(label.shape, 0), -1, label), b, missing=holes(label.shape, 0))
-    fast = b.model(mi.ratio, "cpu")
-    assert fast.refine.down.weight.is_contiguous(memory_format=torch.channels_last)
-    plain = load_model(b.files[mi.ratio], b.config).eval()
-    inputs = (mi.image[None], mi.label_in[None], mi.removed[None], mi.editable[None])
-    with torch.no_grad():
-        assert torch.allclose(fast(*inputs), plain(*inputs), atol=1e-4)
-
-
 def test_background_bias_takes_back_what_the_prior_carried_into_a_hole():
     # class 1 on the left, background on the right, a hole across the edge: nearest-label fill takes
     # class 1 to the hole's middle; a background bias larger than the prior's weight gives it back
