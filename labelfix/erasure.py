@@ -144,14 +144,14 @@ def outline_lines(unlabelled: np.ndarray) -> np.ndarray:
     step = 2 if max(unlabelled.shape) > OUTLINES_AT_HALF_SIZE_ABOVE else 1
     sample = unlabelled[::step, ::step]
     side = 2 * ((width // step + 1) // 2) + 1  # odd, wider than the widest outline
-    eroded = square_sum(sample, side) == side * side  # centres of all-unlabelled squares
-    wide = square_sum(eroded, side) > 0  # opening: the pixels those squares cover
+    eroded = _square_sum(sample, side) == side * side  # centres of all-unlabelled squares
+    wide = _square_sum(eroded, side) > 0  # opening: the pixels those squares cover
     if step > 1:
         wide = wide.repeat(step, 0).repeat(step, 1)[:unlabelled.shape[0], :unlabelled.shape[1]]
     return unlabelled & ~wide
 
 
-def square_sum(mask: np.ndarray, side: int) -> np.ndarray:
+def _square_sum(mask: np.ndarray, side: int) -> np.ndarray:
     """(H, W) bool -> (H, W) int: set pixels in the side x side square centred on each pixel (side odd;
     outside the label counts as unset), from an integral image."""
     r = side // 2
