@@ -113,7 +113,7 @@ def pixel_features(image: np.ndarray, label: np.ndarray, deciding: np.ndarray, p
     # torch interleaves the channels faster than numpy's strided writes, one channel at a time (0.9 against
     # 1.4 ms on a 500 px label)
     table[margin:margin + H, margin:margin + W] = torch.cat(
-        [torch.from_numpy(image)] + [torch.from_numpy(p.view(np.uint8))[..., None] for p in planes], -1)
+        [_as_tensor(image)] + [_as_tensor(p.view(np.uint8))[..., None] for p in planes], -1)
     # a pixel's 8 bytes are one 64-bit word: one gather per point of the window
     width = W + 2 * margin
     words = table.view(-1, CHANNELS).view(torch.int64)[:, 0]  # (padded pixels,)
@@ -121,6 +121,11 @@ def pixel_features(image: np.ndarray, label: np.ndarray, deciding: np.ndarray, p
     at = torch.from_numpy((ys + margin) * width + xs + margin)  # (n,)
     picked = words.index_select(0, (at[:, None] + steps).flatten())  # (n * O,)
     return picked.view(torch.uint8).view(len(ys), len(OFFSETS) * CHANNELS)
+
+
+def _as_tensor(a: np.ndarray) -> torch.Tensor:
+    """The array as a tensor, without a copy unless it runs backwards along an axis (which torch cannot view)."""
+    return torch.from_numpy(a if min(a.strides, default=0) >= 0 else a.copy())
 
 
 # how each channel's byte is brought to its range: rgb normalised, flags as they are, probabilities / 255

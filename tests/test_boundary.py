@@ -57,6 +57,12 @@ def test_features_read_the_window_and_the_known_labels():
     outside = per_point[1, OFFSETS.index((-6, -6))]  # outside the label: black, and like void
     assert outside.tolist() == [0, 0, 0, 0, 0, 0, 128, 128]
     assert scale_for((256, 200)) == 1 and scale_for((375, 500)) == 2
+    # arrays that run backwards (a flipped view) read the same as their copies
+    flipped = pixel_features(image[:, ::-1], label[:, ::-1], deciding[:, ::-1], p_background, decided[:, ::-1], 0,
+                             np.array([7, 1]), np.array([8, 13]))
+    copied = pixel_features(image[:, ::-1].copy(), label[:, ::-1].copy(), deciding[:, ::-1].copy(), p_background,
+                            decided[:, ::-1].copy(), 0, np.array([7, 1]), np.array([8, 13]))
+    assert torch.equal(flipped, copied)
 
 
 def test_a_refiner_that_learned_nothing_keeps_the_decision():
