@@ -185,7 +185,7 @@ def _prepare_one(path: Path, s: RepairSettings, bank: Bank) -> _Prepared:
                 raise InputFileError(path, f"is a Cityscapes labelIds file but the bank has {classes.num_classes} "
                                            "classes, not Cityscapes' 19 trainIds")
             values = cityscapes_to_train_ids(values)
-        missing = np.isin(lab.values, list(s.missing)) if s.missing else None
+        missing = np.logical_or.reduce([lab.values == v for v in s.missing]) if s.missing else None  # isin: 10x slower
         bad = [v for v in classes.bad_values(values) if v not in s.missing]
         if bad:
             raise InputFileError(path, f"has values {bad[:8]} outside the bank's {classes.num_classes} classes "
