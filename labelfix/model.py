@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .config import LMAEConfig
 from .fuse import one_hot, patchify, sincos_pos_embed_2d, stack_fuse, unpatchify
@@ -78,10 +79,16 @@ class LMAE(nn.Module):
         """(B, 3, S, S) in [0, 1] -> normalised."""
         return (image - self.image_mean) / self.image_std
 
+    def embed_patches(self, linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        """linear(patchify(x)) as a convolution of stride p: (B, C, S, S) -> (B, L, D), without patchify's copy."""
+        p = self.cfg.patch_size
+        weight = linear.weight.view(linear.out_features, p, p, x.shape[1]).permute(0, 3, 1, 2)  # (D, C, p, p)
+        return F.conv2d(x, weight, linear.bias, stride=p).flatten(2).transpose(1, 2)
+
     def forward_encoder(self, fused: torch.Tensor, removed: torch.Tensor):
         """fused (B, K+3, S, S), removed (B, L) -> visible tokens (B, 1+V, E), their ids (B, V), key mask (B, 1+V)."""
         B = fused.shape[0]
-        x = self.patch_embed(patchify(fused, self.cfg.patch_size)) + self.enc_pos  # (B, L, E)
+        x = self.embed_patches(self.patch_embed, fused) + self.enc_pos  # (B, L, E)
         # visible patches first, in patch order; V = most visible patches of any sample in the batch
         order = torch.argsort(removed.to(torch.int8), dim=1, stable=True)  # (B, L)
         n_visible = (~removed).sum(1)  # (B,)
@@ -101,7 +108,7 @@ class LMAE(nn.Module):
         x = self.dec_embed(latent)  # (B, 1+V, D)
         cls, vis = x[:, :1], x[:, 1:]
         # IPS: the removed positions get the embedded image (and prior) patch plus the removed token
-        full = self.ips_embed(patchify(ips_source, self.cfg.patch_size)) + self.removed_token  # (B, L, D)
+        full = self.embed_patches(self.ips_embed, ips_source) + self.removed_token  # (B, L, D)
         # scatter visible tokens back to their positions (padding tokens are sent to a dummy slot L)
         dest = torch.where(real, ids, torch.full_like(ids, L))  # (B, V)
         full = torch.cat([full, full.new_zeros(B, 1, full.shape[-1])], 1)  # (B, L+1, D)

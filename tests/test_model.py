@@ -84,3 +84,14 @@ def test_config_checks_and_round_trip():
     assert LMAEConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError):
         preset("huge", 3)
+
+
+def test_patch_embedding_by_convolution_is_the_linear_layer_on_patchified_input():
+    from labelfix.fuse import patchify
+
+    torch.manual_seed(0)
+    cfg = preset("tiny", num_classes=5)
+    model = LMAE(cfg)
+    x = torch.randn(2, 5 + 3, cfg.input_size, cfg.input_size)
+    expected = model.patch_embed(patchify(x, cfg.patch_size))
+    assert torch.allclose(model.embed_patches(model.patch_embed, x), expected, atol=1e-5)
