@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import LMAEConfig
-from .fuse import one_hot, patchify, sincos_pos_embed_2d, stack_fuse, unpatchify
+from .fuse import one_hot, sincos_pos_embed_2d, stack_fuse, unpatchify
 from .layers import Block, RefineHead
 from .masking import expand_mask
 from .propagate import nearest_fill
