@@ -26,6 +26,11 @@ from .propagate import nearest_fill
 # objects 0.69% -> 0.44%, dropped objects 32.0 -> 31.9 mIoU, blocks set to 0 unchanged (80.4); at 0.5:
 # 0.21% / 0.48% / 32.0, at 0.7: 0.14% / 0.41% / 31.9
 OVERTURN_CONFIDENCE = 0.6
+# labels whose longer side exceeds this, with every pixel being decided unknown (--missing, --policy replace,
+# found erasures), are finished on 2 x 2 blocks: VOC val at 500 px, blocks erased to 255 86.3 -> 86.0 mIoU,
+# the paper's cells 50.5 -> 51.1, finishing 28 -> 16 ms a label on one thread. Blind fill, which may change
+# labelled pixels, keeps every pixel.
+HALF_SIZE_ABOVE = 384
 
 
 @dataclass
@@ -238,8 +243,45 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
     (boundary.py). With `band_inputs` (a list), what a refiner reads there is appended to it as
     (ys, xs, features), refiner or not: its training data.
     Allowed pixels that are not hidden (blind fill's labelled background) keep their label unless the
-    model's confidence in the new class reaches OVERTURN_CONFIDENCE.
+    model's confidence in the new class reaches OVERTURN_CONFIDENCE. Labels above HALF_SIZE_ABOVE whose
+    allowed pixels are all hidden are finished at half size (`_finish_at_half_size`).
     """
+    if max(label.shape) > HALF_SIZE_ABOVE and band_inputs is None and not (allowed & ~hidden).any():
+        return _finish_at_half_size(correction, label, hidden, allowed, image)
+    return _finish_full(correction, label, hidden, allowed, image, band_inputs)
+
+
+def _finish_at_half_size(correction: Correction, label: np.ndarray, hidden: np.ndarray, allowed: np.ndarray,
+                         image: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """finish_labels on 2 x 2 blocks, for a large label whose pixels being decided are all unknown.
+
+    A block is decided where any of its pixels is, and known (its top-left pixel's label if that is
+    known, else the largest known in it) where any is; the image is read at every other pixel. The
+    decisions and confidences are repeated back over the blocks' decided pixels; the others keep their
+    labels.
+    """
+    H, W = label.shape
+    pad = ((0, H % 2), (0, W % 2))
+
+    def blocks(a: np.ndarray, fill) -> list[np.ndarray]:
+        a = np.pad(a, pad, constant_values=fill)
+        return [a[0::2, 0::2], a[0::2, 1::2], a[1::2, 0::2], a[1::2, 1::2]]
+
+    allowed_small = np.logical_or.reduce(blocks(allowed, False))
+    known = blocks(np.where(hidden, -1, label), -1)
+    label_small = np.where(known[0] >= 0, known[0], np.maximum.reduce(known))
+    image_small = None if image is None else np.ascontiguousarray(image[0::2, 0::2])
+    pred_small, conf_small = _finish_full(correction, label_small, label_small < 0, allowed_small, image_small)
+    pred, conf = label.copy(), np.ones((H, W), np.float32)
+    rows, cols = np.nonzero(allowed)
+    pred[rows, cols] = pred_small[rows // 2, cols // 2]
+    conf[rows, cols] = conf_small[rows // 2, cols // 2]
+    return pred, conf
+
+
+def _finish_full(correction: Correction, label: np.ndarray, hidden: np.ndarray, allowed: np.ndarray,
+                  image: np.ndarray | None = None, band_inputs: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """finish_labels at the label's own size."""
     H, W = label.shape
     pred = label.copy()
     conf = np.ones((H, W), np.float32)

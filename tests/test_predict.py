@@ -168,3 +168,28 @@ def test_blind_fill_overturns_a_labelled_pixel_only_when_the_model_is_sure():
     # the same pixels declared missing (hidden) take the model's class however unsure it is
     pred, _ = finish_labels(Correction(logits, prior_weight=0.0, reach=1.0), label, allowed, allowed)
     assert (pred == 1).all()
+
+
+def test_large_labels_with_only_unknown_pixels_to_decide_are_finished_on_2x2_blocks():
+    from labelfix.predict import HALF_SIZE_ABOVE, _finish_at_half_size, _finish_full
+
+    # class 1 left of column 201, background right of it; a hole across the edge; the image shows the edge
+    H, W = 401, 451
+    assert max(H, W) > HALF_SIZE_ABOVE
+    label = np.where(np.arange(W)[None] < 201, 1, 0).repeat(H, 0)
+    hole = np.zeros((H, W), bool)
+    hole[100:301, 151:261] = True
+    image = np.where(label[..., None] == 1, 200, 30).astype(np.uint8).repeat(3, 2)
+    correction = Correction(torch.zeros(2, 8, 8), prior_weight=1.0, reach=3.0, background=0, guided=True)
+    pred, conf = finish_labels(correction, label, hole, hole, image)
+    half, half_conf = _finish_at_half_size(correction, label, hole, hole, image)
+    assert np.array_equal(pred, half) and np.array_equal(conf, half_conf)  # the large label took the blocks
+    assert np.array_equal(pred[~hole], label[~hole]) and (conf[~hole] == 1).all()
+    full, _ = _finish_full(correction, label, hole, hole, image)
+    assert np.array_equal(full, label)              # the edge is where the image says
+    assert (pred != full).sum() <= 2 * hole.shape[0]  # on blocks: at most a column of pixels off
+    # blind fill (labelled pixels may change) keeps every pixel
+    blind = hole.copy()
+    blind[:, 300:320] = True
+    wide, _ = finish_labels(correction, label, hole, blind, image)
+    assert np.array_equal(wide, _finish_full(correction, label, hole, blind, image)[0])
