@@ -261,15 +261,8 @@ def _finish_at_half_size(correction: Correction, label: np.ndarray, hidden: np.n
     labels.
     """
     H, W = label.shape
-    pad = ((0, H % 2), (0, W % 2))
-
-    def blocks(a: np.ndarray, fill) -> list[np.ndarray]:
-        a = np.pad(a, pad, constant_values=fill)
-        return [a[0::2, 0::2], a[0::2, 1::2], a[1::2, 0::2], a[1::2, 1::2]]
-
-    allowed_small = np.logical_or.reduce(blocks(allowed, False))
-    known = blocks(np.where(hidden, -1, label), -1)
-    label_small = np.where(known[0] >= 0, known[0], np.maximum.reduce(known))
+    allowed_small = np.logical_or.reduce(_blocks(allowed, False))
+    label_small = block_labels(np.where(hidden, -1, label))
     image_small = None if image is None else np.ascontiguousarray(image[0::2, 0::2])
     pred_small, conf_small = _finish_full(correction, label_small, label_small < 0, allowed_small, image_small)
     pred, conf = label.copy(), np.ones((H, W), np.float32)
@@ -277,6 +270,20 @@ def _finish_at_half_size(correction: Correction, label: np.ndarray, hidden: np.n
     pred[rows, cols] = pred_small[rows // 2, cols // 2]
     conf[rows, cols] = conf_small[rows // 2, cols // 2]
     return pred, conf
+
+
+def _blocks(a: np.ndarray, fill) -> list[np.ndarray]:
+    """(H, W) -> the four pixels of every 2 x 2 block, each (ceil(H/2), ceil(W/2)); the last odd row or
+    column is completed with `fill`."""
+    a = np.pad(a, ((0, a.shape[0] % 2), (0, a.shape[1] % 2)), constant_values=fill)
+    return [a[0::2, 0::2], a[0::2, 1::2], a[1::2, 0::2], a[1::2, 1::2]]
+
+
+def block_labels(known: np.ndarray) -> np.ndarray:
+    """(H, W) labels, -1 unknown -> (ceil(H/2), ceil(W/2)) per 2 x 2 block: its top-left pixel's label if
+    known, else the largest known in it (-1: none known)."""
+    pixels = _blocks(known, -1)
+    return np.where(pixels[0] >= 0, pixels[0], np.maximum.reduce(pixels))
 
 
 def _finish_full(correction: Correction, label: np.ndarray, hidden: np.ndarray, allowed: np.ndarray,
@@ -399,12 +406,7 @@ def nearest_known_label(label: np.ndarray, hidden: np.ndarray, bound: float) -> 
     if max(H, W) <= NEAREST_AT_HALF_SIZE_ABOVE:
         # at full size the rare near-tie the mending passes would settle does not matter: skip them
         return nearest_fill(known_label[None], max_distance=bound, mend=False)[0]
-    even = F.pad(known_label, (0, W % 2, 0, H % 2), value=-1)
-    # a block's label: its top-left pixel's if known, else the largest known in it (-1: none known)
-    top_left = even[0::2, 0::2]
-    largest = torch.maximum(torch.maximum(top_left, even[0::2, 1::2]),
-                            torch.maximum(even[1::2, 0::2], even[1::2, 1::2]))
-    block_label = torch.where(top_left >= 0, top_left, largest)  # (h, w)
+    block_label = torch.from_numpy(block_labels(known_label.numpy()))  # (h, w)
     half = nearest_fill(block_label[None], max_distance=bound / 2 + 1, mend=False)[0]  # (h, w)
     up = half.repeat_interleave(2, 0).repeat_interleave(2, 1)[:H, :W]
     return torch.where(known_label >= 0, known_label, up)
