@@ -6,10 +6,11 @@ the same files: labelfix as a user runs it (a subprocess of the command, start-u
 as a loop that reads, completes (nearest-label start, 5 mean-field iterations) and writes each file.
 
     python benchmarks/throughput.py --data path/to/voc2012 [--n 64] [--bank checkpoints/voc] [--batch-size 8]
-        [--precision auto|fp32|bf16] [--repeats 3] [--splits val]
+        [--precision auto|fp32|bf16] [--repeats 3] [--splits val] [--side 500] [--no-crf]
 
 On a GPU host, where a run of 289 labels is over in seconds, `--splits train,val --n 1111 --batch-size 32`
-times more labels; without pydensecrf2 installed the CRF is skipped.
+times more labels; without pydensecrf2 installed, or with `--no-crf`, the CRF is skipped (`--side 2048`
+times labelfix on large labels, where the CRF takes seconds a label).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--splits", default="val", help="comma-separated splits whose labels are used, in order")
     ap.add_argument("--repeats", type=int, default=3, help="labelfix runs; the median counts")
+    ap.add_argument("--no-crf", action="store_true", help="time labelfix alone")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     ds = open_dataset(a.data)
@@ -102,7 +104,7 @@ def main():
         # both are timed over the same minutes of a CPU whose speed drifts.
         files = sorted((tmp / "in" / "labels").glob("*.png"))
         R = a.repeats
-        crf_parts = [files[r * len(files) // R:(r + 1) * len(files) // R] for r in range(R)] if crf_available() else []
+        crf_parts = [files[r * len(files) // R:(r + 1) * len(files) // R] for r in range(R)] if crf_available() and not a.no_crf else []
         runs, crf = [], 0.0
         for r in range(a.repeats):
             shutil.rmtree(tmp / "lf", ignore_errors=True)
@@ -123,7 +125,7 @@ def main():
             print(f"dense CRF completion:            {a.n} images in {crf:.1f} s = {a.n / crf:.2f} img/s "
                   f"(in {a.repeats} parts, between labelfix's runs)", flush=True)
             print(f"labelfix is {crf / lf:.1f}x the dense CRF's throughput")
-        else:
+        elif not a.no_crf:
             print("dense CRF skipped: pip install 'labelfix[crf]' (pydensecrf2)")
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=2))

@@ -170,24 +170,49 @@ def test_blind_fill_overturns_a_labelled_pixel_only_when_the_model_is_sure():
     assert (pred == 1).all()
 
 
-def test_large_labels_with_only_unknown_pixels_to_decide_are_finished_on_2x2_blocks():
-    from labelfix.predict import HALF_SIZE_ABOVE, _finish_at_half_size, _finish_full
+def test_block_size_keeps_the_finishing_grid_at_most_512_pixels():
+    from labelfix.predict import BLOCKS_ABOVE, block_size
+
+    assert BLOCKS_ABOVE < 500 and block_size((375, 500)) == 2   # VOC's own size
+    assert block_size((768, 1024)) == 2 and block_size((1024, 2048)) == 4 and block_size((3000, 4000)) == 8
+
+
+def test_block_labels_and_repeat_blocks_agree_with_a_plain_loop():
+    from labelfix.predict import _repeat_blocks, block_labels
+
+    rng = np.random.default_rng(0)
+    known = torch.from_numpy(np.where(rng.random((23, 17)) < 0.5, -1, rng.integers(0, 5, (23, 17))))
+    for f in (2, 3, 4):
+        got = block_labels(known, f)
+        assert got.shape == (-(-23 // f), -(-17 // f))
+        for i in range(got.shape[0]):
+            for j in range(got.shape[1]):
+                block = known[i * f:(i + 1) * f, j * f:(j + 1) * f]
+                want = block[0, 0] if block[0, 0] >= 0 else block.max()
+                assert got[i, j] == want
+        up = _repeat_blocks(got, f, (23, 17))
+        assert np.array_equal(up.numpy(), got.numpy().repeat(f, 0).repeat(f, 1)[:23, :17])
+
+
+@pytest.mark.parametrize("f", [2, 3])
+def test_large_labels_with_only_unknown_pixels_to_decide_are_finished_on_blocks(f):
+    from labelfix.predict import BLOCKS_ABOVE, _finish_full, _finish_on_blocks, block_size
 
     # class 1 left of column 201, background right of it; a hole across the edge; the image shows the edge
-    H, W = 401, 451
-    assert max(H, W) > HALF_SIZE_ABOVE
+    H, W = (401, 451) if f == 2 else (700, 1100)
+    assert max(H, W) > BLOCKS_ABOVE and block_size((H, W)) == f
     label = np.where(np.arange(W)[None] < 201, 1, 0).repeat(H, 0)
     hole = np.zeros((H, W), bool)
     hole[100:301, 151:261] = True
     image = np.where(label[..., None] == 1, 200, 30).astype(np.uint8).repeat(3, 2)
     correction = Correction(torch.zeros(2, 8, 8), prior_weight=1.0, reach=3.0, background=0, guided=True)
     pred, conf = finish_labels(correction, label, hole, hole, image)
-    half, half_conf = _finish_at_half_size(correction, label, hole, hole, image)
-    assert np.array_equal(pred, half) and np.array_equal(conf, half_conf)  # the large label took the blocks
+    small, small_conf = _finish_on_blocks(correction, label, hole, hole, image, f)
+    assert np.array_equal(pred, small) and np.array_equal(conf, small_conf)  # the large label took the blocks
     assert np.array_equal(pred[~hole], label[~hole]) and (conf[~hole] == 1).all()
     full, _ = _finish_full(correction, label, hole, hole, image)
-    assert np.array_equal(full, label)              # the edge is where the image says
-    assert (pred != full).sum() <= 2 * hole.shape[0]  # on blocks: at most a column of pixels off
+    assert np.array_equal(full, label)                    # the edge is where the image says
+    assert (pred != full).sum() <= (f - 1) * hole.shape[0]  # on blocks: at most a block's width off
     # blind fill (labelled pixels may change) keeps every pixel
     blind = hole.copy()
     blind[:, 300:320] = True
