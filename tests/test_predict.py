@@ -195,7 +195,7 @@ def test_block_labels_and_repeat_blocks_agree_with_a_plain_loop():
 
 
 @pytest.mark.parametrize("f", [2, 3])
-def test_large_labels_with_only_unknown_pixels_to_decide_are_finished_on_blocks(f):
+def test_large_labels_are_finished_on_blocks(f):
     from labelfix.predict import BLOCKS_ABOVE, _finish_full, _finish_on_blocks, block_size
 
     # class 1 left of column 201, background right of it; a hole across the edge; the image shows the edge
@@ -213,8 +213,20 @@ def test_large_labels_with_only_unknown_pixels_to_decide_are_finished_on_blocks(
     full, _ = _finish_full(correction, label, hole, hole, image)
     assert np.array_equal(full, label)                    # the edge is where the image says
     assert (pred != full).sum() <= (f - 1) * hole.shape[0]  # on blocks: at most a block's width off
-    # blind fill (labelled pixels may change) keeps every pixel
+    # blind fill (labelled pixels may change) on blocks too: a labelled pixel changes only where sure
     blind = hole.copy()
     blind[:, 300:320] = True
-    wide, _ = finish_labels(correction, label, hole, blind, image)
-    assert np.array_equal(wide, _finish_full(correction, label, hole, blind, image)[0])
+    wide, wide_conf = finish_labels(correction, label, hole, blind, image)
+    assert np.array_equal(wide[~blind], label[~blind])
+    labelled = blind & ~hole
+    assert ((wide[labelled] == label[labelled]) | (wide_conf[labelled] >= OVERTURN_CONFIDENCE)).all()
+
+
+def test_blind_fill_on_blocks_keeps_each_labelled_pixel_where_unsure():
+    # a checkerboard of two labelled classes, all of it open to blind fill, and a model with no opinion:
+    # every block is unsure, so every pixel keeps its own label, not its block's
+    H, W = 401, 451
+    label = (np.add.outer(np.arange(H), np.arange(W)) % 2).astype(np.int64)
+    allowed, hidden = np.ones((H, W), bool), np.zeros((H, W), bool)
+    pred, conf = finish_labels(Correction(torch.zeros(2, 8, 8), prior_weight=0.0, reach=1.0), label, hidden, allowed)
+    assert (conf < OVERTURN_CONFIDENCE).all() and np.array_equal(pred, label)
