@@ -43,6 +43,10 @@ REPORT_COLUMNS = ("file", "status", "background_fraction", "ratio", "patches_rem
 # threads they queue for it. On a 16-core H100 host, repairing 1,111 full-size VOC labels ran at
 # 41 / 57 / 63 / 57 / 44 img/s with 2 / 3 / 4 / 6 / 8 threads, and about 33 img/s with 16.
 MAX_AUTO_WORKERS = 4
+# labels, in pixels, being prepared, inferred or finished at once: each holds about 25 bytes a pixel (the
+# image, the class indices, the masks), so large labels would otherwise fill the memory (48 labels of
+# 2048 x 1536 peaked at 2.4 GB). 500 x 375 labels stay bound by the batch window (3 batches ahead) instead.
+PIXELS_IN_FLIGHT = 32_000_000
 
 
 @dataclass(frozen=True)
@@ -347,10 +351,14 @@ def _run_pipeline(s: RepairSettings, bank: Bank, device, out: Path, todo: list[P
 
     The model runs on the pool too: as a thread of its own it got a fair share of the cores like every
     other thread (2/3 of a core on 2 cores with 2 workers) and held the whole pipeline back; as pool
-    tasks all the work is spread over the cores (on 2 cores: ~5% faster, measured A/B). At most `window`
-    files are being prepared, two batches inferred and two batches finished at any time.
+    tasks all the work is spread over the cores (on 2 cores: ~10% faster, measured A/B). At most `window`
+    files are being prepared, two batches inferred and two batches finished at any time, and files are
+    taken on only while those in hand hold fewer than PIXELS_IN_FLIGHT pixels (one at least).
     """
+    in_flight: dict[str, int] = {}  # file name -> its pixels, from taking it on until its row is recorded
+
     def record(row: ImageRow):
+        in_flight.pop(row.file, None)
         rows.append(row)
         progress({"event": "file", "row": asdict(row)})
 
@@ -360,10 +368,11 @@ def _run_pipeline(s: RepairSettings, bank: Bank, device, out: Path, todo: list[P
         it = iter(todo)
 
         def refill():
-            while len(pending) < window:
+            while len(pending) < window and (not in_flight or sum(in_flight.values()) < PIXELS_IN_FLIGHT):
                 f = next(it, None)
                 if f is None:
                     return
+                in_flight[f.name] = _pixels(f)
                 pending.append(pool.submit(_prepare_one, f, s, bank))
 
         def collect(block_over: int):
@@ -380,7 +389,15 @@ def _run_pipeline(s: RepairSettings, bank: Bank, device, out: Path, todo: list[P
                     finishing.append(pool.submit(_finish_safely, item, c, s, bank, out))
 
         refill()
-        while pending:
+        while pending or inferring or finishing:
+            if not pending:
+                # the pixel budget is spent on files further down the line: wait for the oldest of them
+                if inferring:
+                    hand_over(block_over=len(inferring) - 1)
+                else:
+                    collect(block_over=len(finishing) - 1)
+                refill()
+                continue
             batch: list[_Prepared] = []
             while pending and len(batch) < s.batch_size:
                 item = pending.popleft().result()
@@ -395,8 +412,16 @@ def _run_pipeline(s: RepairSettings, bank: Bank, device, out: Path, todo: list[P
                                                      precision=s.precision)))
                 hand_over(block_over=1)
             collect(block_over=2 * s.batch_size)
-        hand_over(block_over=0)
-        collect(block_over=0)
+            refill()
+
+
+def _pixels(path: Path) -> int:
+    """A label file's pixel count from its header (1 if unreadable: preparing it reports why)."""
+    try:
+        with Image.open(path) as im:
+            return max(1, im.size[0] * im.size[1])
+    except Exception:
+        return 1
 
 
 def _finish_safely(item, correction, s, bank, out) -> ImageRow:

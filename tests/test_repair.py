@@ -251,6 +251,35 @@ def test_bad_inputs_each_get_a_row_and_the_rest_is_repaired(job, bank, tmp_path)
                                 "classes_added", "mean_confidence", "needs_review", "seconds", "error"}
 
 
+def test_a_small_pixel_budget_takes_one_file_at_a_time_with_the_same_results(job, bank, monkeypatch):
+    import labelfix.repair as repair_module
+
+    labels, images = job
+    (labels / "broken.png").write_bytes(b"not a png")
+    first = run(labels, images, bank, out=labels.parent / "all-at-once")
+    taken, most = [], [0]
+    prepare_one = repair_module._prepare_one
+
+    def counting_prepare(path, *args):
+        taken.append(path.name)
+        most[0] = max(most[0], len(taken))
+        return prepare_one(path, *args)
+
+    def done(event):
+        if event["event"] == "file":
+            taken.remove(event["row"]["file"])
+
+    monkeypatch.setattr(repair_module, "_prepare_one", counting_prepare)
+    monkeypatch.setattr(repair_module, "PIXELS_IN_FLIGHT", 1)
+    second = repair(RepairSettings(labels=labels, images=images, bank=str(bank), device="cpu", batch_size=4,
+                                   out=labels.parent / "one-at-a-time"), progress=done)
+    assert most[0] == 1 and not taken
+    assert [(r.file, r.status, r.pixels_changed) for r in first.rows] == \
+        [(r.file, r.status, r.pixels_changed) for r in second.rows]
+    assert {p.name: p.read_bytes() for p in first.out.glob("*.png")} == \
+        {p.name: p.read_bytes() for p in second.out.glob("*.png")}
+
+
 def test_resume_skips_finished_files_unless_overwrite(job, bank):
     labels, images = job
     first = run(labels, images, bank)
