@@ -1,9 +1,11 @@
 """Peak resident memory of `labelfix repair` as the folder grows: it must stay flat (streaming).
 
 Builds folders of N labels (symbolic links to the bundled examples, renamed) and runs the whole
-command on each in a fresh process, reading the child's peak RSS from the kernel.
+command on each in a fresh process, reading the child's peak RSS from the kernel. With `--side S` the
+examples are first brought to a longer side of S px (images bilinear, labels nearest), to see the
+memory that large labels take (the command holds at most repair.PIXELS_IN_FLIGHT label pixels).
 
-    python benchmarks/memory.py [--sizes 100,10000] [--bank checkpoints/voc] [--dry-run]
+    python benchmarks/memory.py [--sizes 100,10000] [--side 4000] [--bank checkpoints/voc] [--dry-run]
 """
 
 from __future__ import annotations
@@ -20,15 +22,29 @@ from pathlib import Path
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "voc"
 
 
-def build(folder: Path, n: int):
+def resized_examples(folder: Path, side: int) -> Path:
+    """The bundled examples brought to a longer side of `side` px, in folder/{labels,images}."""
+    from PIL import Image
+
+    for sub in ("labels", "images"):
+        (folder / sub).mkdir(parents=True)
+    for lab_path in sorted((EXAMPLES / "labels").glob("*.png")):
+        lab, im = Image.open(lab_path), Image.open(EXAMPLES / "images" / f"{lab_path.stem}.jpg")
+        size = tuple(round(v * side / max(lab.size)) for v in lab.size)
+        lab.resize(size, Image.NEAREST).save(folder / "labels" / lab_path.name)
+        im.convert("RGB").resize(size, Image.BILINEAR).save(folder / "images" / f"{lab_path.stem}.jpg", quality=90)
+    return folder
+
+
+def build(folder: Path, n: int, examples: Path = EXAMPLES):
     labels, images = folder / "labels", folder / "images"
     labels.mkdir(parents=True)
     images.mkdir()
-    srcs = sorted((EXAMPLES / "labels").glob("*.png"))
+    srcs = sorted((examples / "labels").glob("*.png"))
     for i in range(n):
         src = srcs[i % len(srcs)]
         (labels / f"{i:06d}.png").symlink_to(src)
-        (images / f"{i:06d}.jpg").symlink_to(EXAMPLES / "images" / f"{src.stem}.jpg")
+        (images / f"{i:06d}.jpg").symlink_to(examples / "images" / f"{src.stem}.jpg")
     return labels, images
 
 
@@ -45,14 +61,16 @@ def peak_rss_mb(cmd) -> tuple[float, float]:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100,10000")
+    ap.add_argument("--side", type=int, default=None, help="bring the examples to this longer side first")
     ap.add_argument("--bank", default=None)
     ap.add_argument("--dry-run", action="store_true", help="pass --dry-run (no label writes; same pipeline)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        examples = resized_examples(Path(tmp) / "examples", a.side) if a.side else EXAMPLES
         for n in (int(x) for x in a.sizes.split(",")):
-            labels, images = build(Path(tmp) / str(n), n)
+            labels, images = build(Path(tmp) / str(n), n, examples)
             cmd = ["labelfix", "repair", str(labels), "--images", str(images), "--missing", "255", "--quiet",
                    "--out", str(Path(tmp) / f"out{n}")] + (["--bank", a.bank] if a.bank else []) + (["--dry-run"] if a.dry_run else [])
             rss, secs = peak_rss_mb(cmd)
