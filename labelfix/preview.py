@@ -28,8 +28,32 @@ def outline(mask: np.ndarray, width: int = 2) -> np.ndarray:
     return mask & ~inner
 
 
+def thumbnail_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) -> the preview picture's (h, w): the longer side THUMB at most, never enlarged."""
+    H, W = shape
+    scale = min(1.0, THUMB / max(H, W))
+    return max(1, round(H * scale)), max(1, round(W * scale))
+
+
+def shrink_any(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool -> (h, w) bool: set where any pixel of its share of the mask is (small changes stay)."""
+    (H, W), (h, w) = mask.shape, shape
+    rows = np.logical_or.reduceat(mask, np.arange(h) * H // h, axis=0)
+    return np.logical_or.reduceat(rows, np.arange(w) * W // w, axis=1)
+
+
 def overlay(image: np.ndarray, values: np.ndarray, classes: ClassSet, changed: np.ndarray | None = None) -> Image.Image:
-    """Label colours over the image; unlabelled pixels light grey; the changed region outlined in magenta."""
+    """Label colours over the image; unlabelled pixels light grey; the changed region outlined in magenta.
+
+    Drawn at the preview's size (thumbnail_shape): the image resized, the labels sampled, the changed
+    pixels kept wherever any falls, so that the outline is as wide on a large label as on a small one
+    (and a 4000 x 3000 label costs no full-size float copies)."""
+    H, W = values.shape
+    h, w = thumbnail_shape((H, W))
+    if (h, w) != (H, W):
+        image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR, reducing_gap=2.0))
+        values = values[((np.arange(h) + 0.5) * H / h).astype(int)][:, ((np.arange(w) + 0.5) * W / w).astype(int)]
+        changed = None if changed is None else shrink_any(changed, (h, w))
     pal = classes.color_palette()
     colour = pal[values.clip(0, 255)].astype(np.float32)
     unlabelled = (values == classes.ignore_index)[..., None]
@@ -37,9 +61,7 @@ def overlay(image: np.ndarray, values: np.ndarray, classes: ClassSet, changed: n
     out = 0.45 * image + 0.55 * colour
     if changed is not None and changed.any():
         out[outline(changed)] = (255, 0, 255)
-    im = Image.fromarray(out.clip(0, 255).astype(np.uint8))
-    im.thumbnail((THUMB, THUMB))
-    return im
+    return Image.fromarray(out.clip(0, 255).astype(np.uint8))
 
 
 def write_preview_images(folder: Path, stem: str, image, old_values, new_values, changed, classes: ClassSet):
