@@ -61,7 +61,7 @@ def read_image(path: Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB; raises InputFileError with the reason."""
     try:
         with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
+            return np.array(im if im.mode == "RGB" else im.convert("RGB"))  # convert would copy an RGB image
     except FileNotFoundError:
         raise InputFileError(path, "does not exist") from None
     except PermissionError:

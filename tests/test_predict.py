@@ -230,3 +230,14 @@ def test_blind_fill_on_blocks_keeps_each_labelled_pixel_where_unsure():
     allowed, hidden = np.ones((H, W), bool), np.zeros((H, W), bool)
     pred, conf = finish_labels(Correction(torch.zeros(2, 8, 8), prior_weight=0.0, reach=1.0), label, hidden, allowed)
     assert (conf < OVERTURN_CONFIDENCE).all() and np.array_equal(pred, label)
+
+
+def test_to_original_size_is_torchs_nearest_resize():
+    from labelfix.predict import to_original_size
+
+    rng = np.random.default_rng(0)
+    for H, W in [(375, 500), (3000, 4000), (112, 112), (224, 224), (113, 97), (50, 70)] + \
+            [tuple(v) for v in rng.integers(20, 3000, (20, 2))]:
+        small = torch.from_numpy(rng.random((112, 112)) < 0.5)
+        want = F.interpolate(small[None, None].float(), size=(int(H), int(W)), mode="nearest")[0, 0] > 0.5
+        assert np.array_equal(to_original_size(small, (int(H), int(W))), want.numpy()), (H, W)
