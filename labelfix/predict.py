@@ -283,11 +283,18 @@ def _finish_on_blocks(correction: Correction, label: np.ndarray, hidden: np.ndar
     pred = torch.where(decided, _repeat_blocks(torch.from_numpy(pred_small), f, (H, W)), torch.from_numpy(label))
     conf = torch.where(decided, _repeat_blocks(torch.from_numpy(conf_small), f, (H, W)), torch.ones(()))
     pred, conf = pred.numpy(), conf.numpy()
+    _keep_labels_where_unsure(pred, conf, label, hidden, allowed)
+    return pred, conf
+
+
+def _keep_labels_where_unsure(pred: np.ndarray, conf: np.ndarray, label: np.ndarray, hidden: np.ndarray,
+                              allowed: np.ndarray) -> None:
+    """Blind fill: a labelled pixel (allowed, not hidden) is evidence; it is overturned only by a sure
+    model (OVERTURN_CONFIDENCE), in place."""
     overturned = allowed & ~hidden
     if overturned.any():
         unsure = overturned & (conf < OVERTURN_CONFIDENCE)
         pred[unsure] = label[unsure]
-    return pred, conf
 
 
 def block_size(shape: tuple[int, int]) -> int:
@@ -371,11 +378,7 @@ def _finish_full(correction: Correction, label: np.ndarray, hidden: np.ndarray, 
     conf[allowed] = c.numpy()
     if refining:
         _refine_boundaries(correction, probs, present, index, pred, conf, label, allowed, image, band_inputs)
-    # blind fill: a labelled pixel (allowed, not hidden) is evidence; it is overturned only by a sure model
-    overturned = allowed & ~hidden
-    if overturned.any():
-        unsure = overturned & (conf < OVERTURN_CONFIDENCE)
-        pred[unsure] = label[unsure]
+    _keep_labels_where_unsure(pred, conf, label, hidden, allowed)
     return pred, conf
 
 
