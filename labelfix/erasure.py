@@ -40,9 +40,11 @@ def row_runs(cond: np.ndarray, min_length: int) -> tuple[np.ndarray, np.ndarray,
     H, W = cond.shape
     padded = np.zeros((H, W + 2), np.int8)
     padded[:, 1:-1] = cond
-    step = np.diff(padded, axis=1)  # (H, W + 1): +1 where a run starts, -1 one past its end
-    rows, starts = np.nonzero(step == 1)
-    _, ends = np.nonzero(step == -1)  # row-major like the starts, so they pair up
+    step = np.diff(padded, axis=1).ravel()  # (H * (W + 1),): +1 where a run starts, -1 one past its end
+    flat = np.flatnonzero(step)  # row-major: each start is followed by its end (one scan, not two)
+    starts, ends = flat[0::2], flat[1::2]
+    rows = starts // (W + 1)
+    starts, ends = starts - rows * (W + 1), ends - rows * (W + 1)
     long = ends - starts >= min_length
     return rows[long], starts[long], ends[long]
 

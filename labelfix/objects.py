@@ -55,11 +55,10 @@ def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     Runs along rows are the nodes; runs that overlap in consecutive rows are joined by propagating the
     smallest run id along the joins, with pointer jumping, until nothing changes."""
     H, W = mask.shape
-    out = np.full((H, W), -1, np.int32)
     rows, starts, ends = row_runs(mask, 1)
     R = len(rows)
     if R == 0:
-        return out, 0
+        return np.full((H, W), -1, np.int32), 0
     # run j of row r + 1 touches run i of row r when start_j < end_i and end_j > start_i; runs are sorted
     # row-major and disjoint within a row, so the touching runs of each i are one range [lo, hi)
     key_start, key_end = rows * (W + 1) + starts, rows * (W + 1) + ends
@@ -79,8 +78,12 @@ def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
             break
         root = new
     _, comp = np.unique(root, return_inverse=True)
-    length = ends - starts
-    out.ravel()[np.repeat(rows * W + starts, length) + _offsets(length)] = np.repeat(comp, length)
+    # paint the runs: +id at each run's first pixel, -id one past its last, summed along the flat label
+    # (a run may end where the next row's begins, hence two arrays)
+    first, past = np.zeros(H * W + 1, np.int32), np.zeros(H * W + 1, np.int32)
+    first[rows * W + starts] = comp + 1
+    past[rows * W + ends] = comp + 1
+    out = (np.cumsum(first - past, dtype=np.int32)[:-1] - 1).reshape(H, W)
     return out, int(comp.max()) + 1
 
 
