@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from labelfix.erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline, outline_lines
+from labelfix.erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline, outline_lines, row_runs
 
 
 def disc(h, w, cy, cx, r):
@@ -80,3 +80,20 @@ def test_outline_lines_are_the_thin_unlabelled_pixels_not_the_wide_ones(scale):
     assert lines[unlabelled & ~wide].mean() > 0.97  # the rings: lines
     assert not lines[wide].any()
     assert not outline_lines(np.zeros((10, 10), bool)).any()
+
+
+@pytest.mark.parametrize("min_length", [1, 3])
+def test_row_runs_match_a_plain_loop(min_length):
+    mask = np.random.default_rng(min_length).random((13, 17)) < 0.6  # runs that touch both row ends too
+    want = []
+    for y in range(13):
+        x = 0
+        while x < 17:
+            if mask[y, x]:
+                x0 = x
+                while x < 17 and mask[y, x]:
+                    x += 1
+                if x - x0 >= min_length:
+                    want.append((y, x0, x))
+            x += 1
+    assert list(zip(*(a.tolist() for a in row_runs(mask, min_length)))) == want
