@@ -275,11 +275,11 @@ def _finish_on_blocks(correction: Correction, label: np.ndarray, hidden: np.ndar
     OVERTURN_CONFIDENCE), whatever label the block had.
     """
     H, W = label.shape
-    allowed_small = _block_max(torch.from_numpy(allowed).view(torch.uint8), f) > 0
+    decided = torch.from_numpy(allowed)
+    allowed_small = _block_max(decided.view(torch.uint8), f) > 0
     label_small = block_labels(torch.where(torch.from_numpy(hidden), -1, torch.from_numpy(label)), f).numpy()
     image_small = None if image is None else np.ascontiguousarray(image[::f, ::f])  # block means: no better
     pred_small, conf_small = _finish_full(correction, label_small, label_small < 0, allowed_small.numpy(), image_small)
-    decided = torch.from_numpy(allowed)
     pred = torch.where(decided, _repeat_blocks(torch.from_numpy(pred_small), f, (H, W)), torch.from_numpy(label))
     conf = torch.where(decided, _repeat_blocks(torch.from_numpy(conf_small), f, (H, W)), torch.ones(()))
     pred, conf = pred.numpy(), conf.numpy()

@@ -271,10 +271,13 @@ def fit_extent(bank_dir: Path, pairs, classes: ClassSet, device="cpu", seed: int
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     x, logits, truth = [], [], []
+    resized = (None, None)  # (label, its truth at the model grid): a label's two holes come in turn
     for cases in _missing_hole_cases(bank, classes, pairs, gen, batch):
         items = [item for _, _, _, item, _ in cases]
         for (_, label, _, item, _), corr in zip(cases, run_model(bank, items, device, calibrated=False)):
-            label_s = resize_label(label, bank.config.input_size)  # the truth at the model grid
+            if resized[0] is not label:
+                resized = (label, resize_label(label, bank.config.input_size))
+            label_s = resized[1]
             nearest, distance = nearest_fill(item.label_in[None], with_distance=True, mend=False)
             features, with_prior = output_features(item.label_in[None], nearest, distance, corr.logits[None],
                                                    corr.prior_weight, bg, share)
