@@ -146,35 +146,60 @@ def resize_pair(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.nda
 
 
 class TrainSamples(torch.utils.data.Dataset):
-    """Image/label pairs held in memory, with the paper's augmentation (random crop, resize, flip).
+    """Image/label pairs held in memory, with the paper's augmentation (random crop, resize, flip) and,
+    optionally, copy-paste: with probability `copy_paste` some object classes of another sample (its
+    own crop) are pasted over this one, image and label, with the void outline around them.
 
     An item is addressed by (index, epoch), or by its index alone (epoch 0): the crop is a function of
     the seed, the epoch and the index, so loader workers that outlive an epoch (persistent workers)
     still draw new crops each epoch when the sampler tags the indices (EpochTaggedSampler)."""
 
-    def __init__(self, pairs, classes: ClassSet, size: int, augment: bool, seed: int = 0):
+    def __init__(self, pairs, classes: ClassSet, size: int, augment: bool, seed: int = 0,
+                 min_crop: float = 0.35, copy_paste: float = 0.0):
         self.data = [load_pair(i, l, classes) for i, l in pairs]
         self.size, self.augment, self.seed = size, augment, seed
+        self.min_crop, self.copy_paste = min_crop, copy_paste
+        self.background = classes.background_index
 
     def __len__(self):
         return len(self.data)
 
+    def _crop(self, i: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Sample i randomly cropped, flipped and resized: (S, S, 3) uint8, (S, S) int64."""
+        image, label = self.data[i]
+        H, W = label.shape
+        scale = rng.uniform(self.min_crop, 1.0)  # share of the area kept by the crop
+        aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+        ch = int(min(H, round(np.sqrt(scale * H * W / aspect))))
+        cw = int(min(W, round(np.sqrt(scale * H * W * aspect))))
+        y0, x0 = rng.integers(0, H - ch + 1), rng.integers(0, W - cw + 1)
+        image, label = image[y0:y0 + ch, x0:x0 + cw], label[y0:y0 + ch, x0:x0 + cw]
+        if rng.random() < 0.5:
+            image, label = image[:, ::-1], label[:, ::-1]
+        return resize_pair(np.ascontiguousarray(image), np.ascontiguousarray(label), self.size)
+
+    def _paste(self, img: np.ndarray, lab: np.ndarray, rng: np.random.Generator) -> None:
+        """Paste a random subset of another sample's object classes onto (img, lab), in place."""
+        src_img, src_lab = self._crop(int(rng.integers(len(self.data))), rng)
+        present = [c for c in np.unique(src_lab) if c >= 0 and c != self.background]
+        if not present:
+            return
+        chosen = [c for c in present if rng.random() < 0.5] or [present[int(rng.integers(len(present)))]]
+        objects = np.isin(src_lab, chosen)
+        near = objects.copy()  # objects grown by one pixel: their void outline comes along
+        near[1:] |= objects[:-1]; near[:-1] |= objects[1:]; near[:, 1:] |= objects[:, :-1]; near[:, :-1] |= objects[:, 1:]
+        paste = objects | (near & (src_lab < 0))
+        img[paste], lab[paste] = src_img[paste], src_lab[paste]
+
     def __getitem__(self, key):
         i, epoch = key if isinstance(key, tuple) else (key, 0)
-        image, label = self.data[i]
         if self.augment:
             rng = np.random.default_rng((self.seed, epoch, i))
-            H, W = label.shape
-            scale = rng.uniform(0.35, 1.0)  # share of the area kept by the crop
-            aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-            ch = int(min(H, round(np.sqrt(scale * H * W / aspect))))
-            cw = int(min(W, round(np.sqrt(scale * H * W * aspect))))
-            y0, x0 = rng.integers(0, H - ch + 1), rng.integers(0, W - cw + 1)
-            image, label = image[y0:y0 + ch, x0:x0 + cw], label[y0:y0 + ch, x0:x0 + cw]
-            if rng.random() < 0.5:
-                image, label = image[:, ::-1], label[:, ::-1]
-            image, label = np.ascontiguousarray(image), np.ascontiguousarray(label)
-        img, lab = resize_pair(image, label, self.size)
+            img, lab = self._crop(i, rng)
+            if self.copy_paste and rng.random() < self.copy_paste:
+                self._paste(img, lab, rng)
+        else:
+            img, lab = resize_pair(*self.data[i], self.size)
         return torch.from_numpy(img).permute(2, 0, 1).float() / 255.0, torch.from_numpy(lab)
 
 

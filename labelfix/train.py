@@ -61,6 +61,8 @@ class TrainSettings:
     finetune_lr: float = 2e-4
     weight_decay: float = 1e-4
     damage_mix: tuple[float, ...] = (0.4, 0.3, 0.15, 0.15)  # DAMAGE_KINDS shares
+    min_crop: float = 0.35           # smallest share of an image's area a training crop keeps
+    copy_paste: float = 0.0          # chance that a training sample gets another sample's objects pasted on
     loss_on: str = "removed"         # "removed": unknown pixels only; "all": every labelled pixel
     train_split: str = "train"
     val_split: str = "val"
@@ -369,8 +371,10 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
     main = rank == 0
     if not s.ratios or any(not 0.0 < r < 1.0 for r in s.ratios):
         raise UsageError(f"--ratios {s.ratios}: each ratio must be between 0 and 1")
-    if sum(s.damage_mix) <= 0 or len(s.damage_mix) != len(DAMAGE_KINDS):
-        raise UsageError(f"damage mix needs {len(DAMAGE_KINDS)} non-negative shares")
+    if sum(s.damage_mix) <= 0 or len(s.damage_mix) != len(DAMAGE_KINDS) or min(s.damage_mix) < 0:
+        raise UsageError(f"--damage-mix needs {len(DAMAGE_KINDS)} non-negative shares ({', '.join(DAMAGE_KINDS)})")
+    if not 0.0 < s.min_crop <= 1.0 or not 0.0 <= s.copy_paste <= 1.0:
+        raise UsageError(f"--min-crop must be in (0, 1] and --copy-paste in [0, 1]")
     ds = open_dataset(s.data)
     classes = ds.classes
     init_bank = _init_bank(s, classes)
@@ -381,7 +385,8 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
     val_pairs = ds.pairs(s.val_split)
     if s.val_images:
         val_pairs = val_pairs[: s.val_images]
-    train_set = TrainSamples(train_pairs, classes, cfg.input_size, augment=True, seed=s.seed)
+    train_set = TrainSamples(train_pairs, classes, cfg.input_size, augment=True, seed=s.seed,
+                             min_crop=s.min_crop, copy_paste=s.copy_paste)
     val_set = TrainSamples(val_pairs, classes, cfg.input_size, augment=False)
     weights = class_weights(class_shares(train_set, cfg.num_classes)).to(device)
 
@@ -544,6 +549,7 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
                          "epochs_run": info.get("epochs_run", {}), "budget_minutes": s.budget_minutes,
                          "batch_size": s.batch_size, "lr": s.lr, "seconds": round(time.time() - t_start, 1),
                          "world_size": world, "damage_mix": dict(zip(DAMAGE_KINDS, s.damage_mix)),
+                         "min_crop": s.min_crop, "copy_paste": s.copy_paste,
                          "init_manifest_sha256": init_bank.manifest_sha256 if init_bank else None},
             "val": final_val,
         })

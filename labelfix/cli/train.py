@@ -22,6 +22,12 @@ def train(
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Model input side (default: the preset's)."),
     patch_size: Optional[int] = typer.Option(None, "--patch-size", help="Patch side (default: the preset's)."),
     lr: float = typer.Option(5e-4, "--lr", help="Adam learning rate of the base model."),
+    damage_mix: str = typer.Option("0.4,0.3,0.15,0.15", "--damage-mix",
+                                   help="Shares of the training damage: paper masks, missing blocks, blind blocks, "
+                                        "blind objects."),
+    min_crop: float = typer.Option(0.35, "--min-crop", help="Smallest share of an image's area a training crop keeps."),
+    copy_paste: float = typer.Option(0.0, "--copy-paste",
+                                     help="Chance that a training sample gets another sample's objects pasted on."),
     loss_on: str = typer.Option("removed", "--loss-on", help="removed: unknown pixels only; all: every labelled pixel."),
     val_every: int = typer.Option(5, "--val-every", help="Epochs between validations (PA-mIoU, mIoU)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast)."),
@@ -40,7 +46,9 @@ def train(
 ):
     settings = TrainSettings(data=data, out=out, ratios=parse_floats(ratios, "--ratios"), preset=preset, epochs=epochs,
                              finetune_epochs=finetune_epochs, batch_size=batch_size, input_size=input_size,
-                             patch_size=patch_size, lr=lr, loss_on=loss_on, val_every=val_every, device=device,
+                             patch_size=patch_size, lr=lr, loss_on=loss_on,
+                             damage_mix=parse_floats(damage_mix, "--damage-mix"), min_crop=min_crop,
+                             copy_paste=copy_paste, val_every=val_every, device=device,
                              seed=seed, workers=workers, resume=resume, max_minutes=max_minutes,
                              budget_minutes=budget_minutes, calibrate_images=calibrate_images, init=init)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
