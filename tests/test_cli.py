@@ -72,3 +72,14 @@ def test_train_cli_usage_error(tmp_path):
     assert r.exit_code == 1 and "dataset folder not found" in r.output
     r = runner.invoke(app, ["train", "--data", str(tmp_path), "--ratios", "a,b"])
     assert r.exit_code == 2 and "--ratios" in r.output
+
+
+def test_train_cli_augmentation_options_reach_the_bank(dataset, tmp_path):
+    out = tmp_path / "b"
+    r = runner.invoke(app, ["train", "--data", str(dataset), "--out", str(out), "--preset", "tiny", "--epochs", "1",
+                            "--finetune-epochs", "0", "--batch-size", "4", "--calibrate-images", "0",
+                            "--copy-paste", "0.5", "--min-crop", "0.2", "--damage-mix", "0.1,0.5,0.2,0.2", "-q"])
+    assert r.exit_code == 0, r.output
+    training = json.loads((out / "manifest.json").read_text())["training"]
+    assert training["copy_paste"] == 0.5 and training["min_crop"] == 0.2
+    assert training["damage_mix"] == {"paper": 0.1, "missing-blocks": 0.5, "blind-blocks": 0.2, "blind-objects": 0.2}
