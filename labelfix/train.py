@@ -338,10 +338,10 @@ def fit_refiner(bank_dir: Path, pairs, val_pairs, device="cpu", seed: int = 0, b
     # where it applies: the modes it improves on the validation labels, with each mode's calibrated finishing;
     # blind repair also keeps to the calibration's limit on changed undamaged pixels
     settings = {m: [bank.finishing(m)] for m in MODES}
-    (conf, _), (conf_refined, changes) = (_measure(bank, val_pairs, settings, device, seed, refiner=use)
-                                          for use in (None, refiner))
-    scores = {m: [round(mean_iou(c[(m, settings[m][0])]), 2) for c in (conf, conf_refined)]
-              for m in MODES if conf[(m, settings[m][0])].sum() > 0}
+    (plain, _), (refined, changes) = (_measure(bank, val_pairs, settings, device, seed, refiner=use)
+                                      for use in (None, refiner))
+    scores = {m: [round(measures[(m, settings[m][0])], 2) for measures in (plain, refined)]
+              for m in MODES if plain[(m, settings[m][0])] is not None}
     limit = (bank.manifest.get("calibration") or {}).get("blind_undamaged_changed_pct", {}).get("limit")
     blind_changed = max((100 * n / max(total, 1) for n, total in changes.values()), default=0.0)
     modes = [m for m, (without, with_refiner) in scores.items()

@@ -2,6 +2,8 @@ import json
 import shutil
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 from labelfix.baselines import nearest_label
@@ -79,3 +81,15 @@ def test_bank_without_background_class_keeps_blind_weight_and_valid_json(bank, d
         raise AssertionError(f"manifest holds {token}")
     man = json.loads((b / "manifest.json").read_text(), parse_constant=no_nan)
     assert "blind" not in man["correction_weight"]
+
+
+def test_replace_averages_its_ratios_and_the_other_modes_pool_their_cases():
+    from labelfix.calibrate import _mode_score
+    from labelfix.metrics import mean_iou
+
+    big = torch.tensor([[900, 100], [100, 900]])  # a case with many pixels, mIoU 81.8
+    small = torch.tensor([[10, 0], [0, 10]])       # a perfect case with few
+    empty = torch.zeros(2, 2, dtype=torch.long)     # nothing removed: not a case
+    assert _mode_score([big, small, empty], "replace") == pytest.approx((mean_iou(big) + 100.0) / 2)
+    assert _mode_score([big, small], "missing") == pytest.approx(mean_iou(big + small))
+    assert _mode_score([empty], "blind") is None
