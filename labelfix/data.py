@@ -186,8 +186,11 @@ class TrainSamples(torch.utils.data.Dataset):
             return
         chosen = [c for c in present if rng.random() < 0.5] or [present[int(rng.integers(len(present)))]]
         objects = np.isin(src_lab, chosen)
-        near = objects.copy()  # objects grown by one pixel: their void outline comes along
-        near[1:] |= objects[:-1]; near[:-1] |= objects[1:]; near[:, 1:] |= objects[:, :-1]; near[:, :-1] |= objects[:, 1:]
+        near = objects.copy()  # objects grown by one pixel (4-neighbours): their void outline comes along
+        near[1:] |= objects[:-1]
+        near[:-1] |= objects[1:]
+        near[:, 1:] |= objects[:, :-1]
+        near[:, :-1] |= objects[:, 1:]
         paste = objects | (near & (src_lab < 0))
         img[paste], lab[paste] = src_img[paste], src_lab[paste]
 
