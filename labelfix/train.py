@@ -374,7 +374,7 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
     if sum(s.damage_mix) <= 0 or len(s.damage_mix) != len(DAMAGE_KINDS) or min(s.damage_mix) < 0:
         raise UsageError(f"--damage-mix needs {len(DAMAGE_KINDS)} non-negative shares ({', '.join(DAMAGE_KINDS)})")
     if not 0.0 < s.min_crop <= 1.0 or not 0.0 <= s.copy_paste <= 1.0:
-        raise UsageError(f"--min-crop must be in (0, 1] and --copy-paste in [0, 1]")
+        raise UsageError(f"--min-crop {s.min_crop} must be in (0, 1] and --copy-paste {s.copy_paste} in [0, 1]")
     ds = open_dataset(s.data)
     classes = ds.classes
     init_bank = _init_bank(s, classes)
