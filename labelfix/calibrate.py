@@ -131,7 +131,7 @@ def _measure(bank, pairs, settings: dict, device, seed: int, step=None, refiner=
     setting is finished with the boundary refiner (boundary.py)."""
     K, bg = bank.classes.num_classes, bank.classes.background_index
     gen = torch.Generator().manual_seed(seed)
-    conf = {}  # (mode, case, setting) -> (K, K) confusion
+    conf = {}  # (mode, setting) -> {case: (K, K) confusion}
     # blind cases: [changed, total] undamaged labelled pixels per (case index, setting)
     changes = {(c, st): [0, 0] for c in range(2) for st in settings["blind"]}
     for img_path, lab_path in pairs:
@@ -152,16 +152,15 @@ def _measure(bank, pairs, settings: dict, device, seed: int, step=None, refiner=
                     pred, _ = finish_labels(finishing, known, mi.hidden_full, allowed, image)
                     if restored is not None:
                         pred = np.where(restored, known, pred)
-                    key = (mode, case, st)
-                    conf[key] = conf.get(key, 0) + confusion(torch.from_numpy(pred), truth, K, where)
+                    cases = conf.setdefault((mode, st), {})
+                    cases[case] = cases.get(case, 0) + confusion(torch.from_numpy(pred), truth, K, where)
                     if undamaged is not None:
                         counts = changes[(case, st)]
                         counts[0] += int((pred[undamaged] != damaged[undamaged]).sum())
                         counts[1] += n_undamaged
         if step:
             step()
-    scores = {(m, st): _mode_score([c for (m2, _, st2), c in conf.items() if (m2, st2) == (m, st)], m)
-              for m in MODES for st in settings[m]}
+    scores = {(m, st): _mode_score(list(conf.get((m, st), {}).values()), m) for m in MODES for st in settings[m]}
     return scores, changes
 
 
