@@ -9,6 +9,8 @@
                     sha256, hidden, correction_share, samples}}
     refiner.safetensors   optional: the boundary refiner (boundary.py), {refiner: {file, sha256, hidden,
                     samples, modes (where it applies), scores (with and without, per mode)}}
+    refiner-second.safetensors   optional: its second pass, {refiner_second: {the same fields}}, applied
+                    after the first where both list the mode
 
 Loading checks the format version, each file's sha256, and the weights' keys and shapes, and says
 what is wrong. `hf://ORG/REPO[@REVISION]` is fetched with huggingface_hub (its cache works offline).
@@ -36,6 +38,8 @@ from .model import LMAE
 from .objects import RegionNamer
 
 FORMAT_VERSION = 1
+# the manifest entries of the boundary refiner's passes, in the order they decide
+REFINER_PASSES = ("refiner", "refiner_second")
 MANIFEST = "manifest.json"
 DEFAULT_BANK = Path(__file__).resolve().parent.parent / "checkpoints" / "voc"
 
@@ -153,19 +157,24 @@ class Bank:
         """The learned background bias of holes (extent.py), or None if the bank has none."""
         return self._optional_model("extent", "the background bias", lambda entry: ExtentBias(int(entry["hidden"])))
 
-    def refiner(self, mode: str, bf16: bool = False) -> BoundaryRefiner | None:
-        """The boundary refiner (boundary.py) if the bank has one and it helps repairs in this mode; with
-        `bf16`, its copy that multiplies in bf16 (BoundaryRefiner.in_bf16)."""
-        if mode not in (self.manifest.get("refiner") or {}).get("modes", ()):
-            return None
-        refiner = self._optional_model("refiner", "the boundary refiner",
-                                       lambda entry: BoundaryRefiner(int(entry["hidden"])))
-        if not bf16:
-            return refiner
-        with self._loading:
-            if "refiner-bf16" not in self._models:
-                self._models["refiner-bf16"] = refiner.in_bf16()
-            return self._models["refiner-bf16"]
+    def refiners(self, mode: str, bf16: bool = False) -> tuple[BoundaryRefiner, ...]:
+        """The boundary refiner's passes (boundary.py) that help repairs in this mode, in order: the
+        manifest's `refiner`, then `refiner_second`, each where its `modes` list the mode (the second only
+        after the first, whose output it learned from). With `bf16`, their copies that multiply in bf16
+        (BoundaryRefiner.in_bf16)."""
+        out = []
+        for key in REFINER_PASSES:
+            if mode not in (self.manifest.get(key) or {}).get("modes", ()):
+                break
+            refiner = self._optional_model(key, "the boundary refiner",
+                                           lambda entry: BoundaryRefiner(int(entry["hidden"])))
+            if bf16:
+                with self._loading:
+                    if f"{key}-bf16" not in self._models:
+                        self._models[f"{key}-bf16"] = refiner.in_bf16()
+                    refiner = self._models[f"{key}-bf16"]
+            out.append(refiner)
+        return tuple(out)
 
     def _optional_model(self, key: str, what: str, build) -> torch.nn.Module | None:
         """The small model of the manifest's entry `key` ({file, ...}; `build(entry)` makes it), loaded
@@ -263,7 +272,7 @@ def load_bank(spec: str | Path | None = None, verify: bool = True) -> Bank:
     if not entries:
         raise BankError(f"{mpath}: lists no models")
     files = {float(key): _checked_file(folder, entry, verify) for key, entry in entries.items()}
-    for extra in ("objects", "extent", "refiner"):
+    for extra in ("objects", "extent", *REFINER_PASSES):
         if manifest.get(extra):
             _checked_file(folder, manifest[extra], verify)
     return Bank(folder, manifest, cfg, classes, files)

@@ -123,12 +123,12 @@ def _mode_score(confs: list[torch.Tensor], mode: str) -> float | None:
     return mean_iou(sum(confs))
 
 
-def _measure(bank, pairs, settings: dict, device, seed: int, step=None, refiner=None):
+def _measure(bank, pairs, settings: dict, device, seed: int, step=None, refiners: tuple = ()):
     """mIoU per (mode, setting) (None where the mode had nothing to score) and blind changes per
-    (case, setting) for settings {mode: [setting]}.
+    (case, setting) for settings {mode: [setting]} (a mode with none is not run).
 
-    The same seed draws the same damage, so two calls score the same cases. With `refiner`, every
-    setting is finished with the boundary refiner (boundary.py)."""
+    The same seed draws the same damage, so two calls score the same cases. With `refiners`, every
+    setting is finished with those passes of the boundary refiner (boundary.py)."""
     K, bg = bank.classes.num_classes, bank.classes.background_index
     gen = torch.Generator().manual_seed(seed)
     conf = {}  # (mode, setting) -> {case: (K, K) confusion}
@@ -138,8 +138,11 @@ def _measure(bank, pairs, settings: dict, device, seed: int, step=None, refiner=
         image, label = load_pair(img_path, lab_path, bank.classes)
         truth = torch.from_numpy(label)
         for mode in MODES:
-            for case, (damaged, missing, ratio, policy, scored, damage) in \
-                    enumerate(_cases(label, mode, bank.ratios, bg, gen)):
+            # drawn for every mode, run or not: the same damage whatever is measured
+            drawn = _cases(label, mode, bank.ratios, bg, gen)
+            if not settings[mode]:
+                continue
+            for case, (damaged, missing, ratio, policy, scored, damage) in enumerate(drawn):
                 known, restored = _restore(image, damaged, bank) if mode == "blind" else (damaged, None)
                 mi, allowed = prepare(image, known, bank, missing=missing, ratio=ratio, policy=policy)
                 corr, = run_model(bank, [mi], device, calibrated=False, precision="fp32")
@@ -148,7 +151,7 @@ def _measure(bank, pairs, settings: dict, device, seed: int, step=None, refiner=
                 n_undamaged = 0 if undamaged is None else int(undamaged.sum())
                 for st in settings[mode]:
                     finishing = corr.scaled(*st)
-                    finishing.refiner = refiner
+                    finishing.refiners = refiners
                     pred, _ = finish_labels(finishing, known, mi.hidden_full, allowed, image)
                     if restored is not None:
                         pred = np.where(restored, known, pred)

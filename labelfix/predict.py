@@ -156,7 +156,9 @@ class Correction:
     background_bias: float = 0.0   # added to the background logit everywhere (calibrated per mode)
     extent: torch.Tensor | None = None  # (S, S) the bank's learned background bias per pixel (extent.py)
     extent_scale: float = 0.0      # how much of `extent` is added (calibrated per mode)
-    refiner: torch.nn.Module | None = None  # decides the background/object boundaries again (boundary.py)
+    # the boundary refiner's passes, in order: each decides the background/object boundaries the one
+    # before it left (boundary.py); none, one or two (Bank.refiners)
+    refiners: tuple[torch.nn.Module, ...] = ()
 
     def scaled(self, weight: float, guided: bool | None = None, colour: float | None = None,
                radius: float | None = None, background_bias: float | None = None,
@@ -165,7 +167,7 @@ class Correction:
                           self.guided if guided is None else guided, self.colour if colour is None else colour,
                           self.radius if radius is None else radius, self.background,
                           self.background_bias if background_bias is None else background_bias, self.extent,
-                          self.extent_scale if extent_scale is None else extent_scale, self.refiner)
+                          self.extent_scale if extent_scale is None else extent_scale, self.refiners)
 
     def final_logits(self) -> torch.Tensor:
         """(K, S, S) the correction with the background biases added."""
@@ -217,7 +219,7 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
                                extent=None if extent is None else extent[j])
             if calibrated:
                 out[i] = plain.scaled(*bank.finishing(items[i].mode))
-                out[i].refiner = bank.refiner(items[i].mode, bf16=refiner_bf16)
+                out[i].refiners = bank.refiners(items[i].mode, bf16=refiner_bf16)
             else:
                 out[i] = plain
     return out
@@ -252,9 +254,9 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
     With the image (H, W, 3) uint8, `correction.colour` weighs the colour evidence (colour.py) added
     to the logits, and with `correction.guided` the class probabilities are finished by the
     image-guided filter (guided.py), so boundaries inside holes follow the image's edges, and with
-    `correction.refiner` the pixels near a boundary between background and an object are decided again
-    (boundary.py). With `band_inputs` (a list), what a refiner reads there is appended to it as
-    (ys, xs, features), refiner or not: its training data.
+    `correction.refiners` the pixels near a boundary between background and an object are decided again,
+    once per refiner (boundary.py). With `band_inputs` (a list), what a refiner after the last of them
+    would read is appended to it as (ys, xs, features): the next refiner's training data.
     Allowed pixels that are not hidden (blind fill's labelled background) keep their label unless the
     model's confidence in the new class reaches OVERTURN_CONFIDENCE. Labels above BLOCKS_ABOVE are
     finished on blocks of `block_size` pixels a side (`_finish_on_blocks`).
@@ -367,7 +369,7 @@ def _finish_full(correction: Correction, label: np.ndarray, hidden: np.ndarray, 
     probs = logits.exp_()
     probs = (probs[:len(present)] / probs.sum(0)).t()  # (N, C)
     c, p = probs.max(1)
-    refining = image is not None and (correction.refiner is not None or band_inputs is not None)
+    refining = image is not None and (bool(correction.refiners) or band_inputs is not None)
     if correction.guided and image is not None:
         # the boundary refiner takes the place of the filter's second pass: as good, and cheaper
         c, p = _guided_finish(probs, present, p, nearest, known_classes, where, index, grid, image,
@@ -385,41 +387,43 @@ def _finish_full(correction: Correction, label: np.ndarray, hidden: np.ndarray, 
 def _refine_boundaries(correction: Correction, probs: torch.Tensor, present: torch.Tensor, index: torch.Tensor,
                        pred: np.ndarray, conf: np.ndarray, label: np.ndarray, allowed: np.ndarray, image: np.ndarray,
                        band_inputs: list | None) -> None:
-    """Decide the band along the background/object boundaries again (boundary.py), in place.
+    """Decide the band along the background/object boundaries again (boundary.py), once per refiner, in place.
 
     probs (N, C) the model's probabilities at the allowed pixels (flat positions `index`, row-major) for
-    the classes `present` (C,); pred and conf (H, W) the decisions so far. A pixel the refiner calls an
+    the classes `present` (C,); pred and conf (H, W) the decisions so far. A pixel a refiner calls an
     object keeps the object decided there, or takes the likeliest one; its confidence becomes the model's
-    probability for its new class. With `band_inputs`, the refiner's inputs are appended to it."""
+    probability for its new class. Each refiner reads the band of the boundaries the one before it moved.
+    With `band_inputs`, what a refiner after the last would read is appended to it."""
     bg = correction.background
     columns = (present == bg).nonzero()
     if bg is None or not len(columns) or len(present) < 2:
         return
     column = int(columns[0, 0])
     scale = scale_for(pred.shape)
-    ys, xs = np.nonzero(band(pred, allowed, bg, BAND_RADIUS * scale))
-    if not len(ys):
-        return
     p_background = np.zeros(pred.shape, np.float32)
     p_background[allowed] = probs[:, column].numpy()
-    x = pixel_features(image, label, allowed, p_background, pred, bg, ys, xs, scale)
-    if band_inputs is not None:
-        band_inputs.append((ys, xs, x))
-    if correction.refiner is None:
-        return
-    with torch.no_grad():
-        to_background = (correction.refiner(x) > 0).numpy()
-    rows = torch.from_numpy(np.searchsorted(index.numpy(), ys * pred.shape[1] + xs))  # the band's rows of probs
-    others = probs.index_select(0, rows)  # (n, C)
-    others[:, column] = -1
-    p_object, likeliest = others.max(1)  # (n,) the likeliest object at each band pixel
-    was = pred[ys, xs]
-    new = np.where(to_background, bg, np.where(was != bg, was, present.index_select(0, likeliest).numpy()))
-    changed = new != was
-    if changed.any():
-        cy, cx, cn = ys[changed], xs[changed], new[changed]
-        pred[cy, cx] = cn
-        conf[cy, cx] = np.where(cn == bg, p_background[cy, cx], p_object.numpy()[changed])
+    passes = list(correction.refiners) + ([None] if band_inputs is not None else [])
+    for refiner in passes:
+        ys, xs = np.nonzero(band(pred, allowed, bg, BAND_RADIUS * scale))
+        if not len(ys):
+            return
+        x = pixel_features(image, label, allowed, p_background, pred, bg, ys, xs, scale)
+        if refiner is None:
+            band_inputs.append((ys, xs, x))
+            return
+        with torch.no_grad():
+            to_background = (refiner(x) > 0).numpy()
+        rows = torch.from_numpy(np.searchsorted(index.numpy(), ys * pred.shape[1] + xs))  # the band's rows of probs
+        others = probs.index_select(0, rows)  # (n, C)
+        others[:, column] = -1
+        p_object, likeliest = others.max(1)  # (n,) the likeliest object at each band pixel
+        was = pred[ys, xs]
+        new = np.where(to_background, bg, np.where(was != bg, was, present.index_select(0, likeliest).numpy()))
+        changed = new != was
+        if changed.any():
+            cy, cx, cn = ys[changed], xs[changed], new[changed]
+            pred[cy, cx] = cn
+            conf[cy, cx] = np.where(cn == bg, p_background[cy, cx], p_object.numpy()[changed])
 
 
 NEAREST_AT_HALF_SIZE_ABOVE = 256  # images whose longer side exceeds this get the nearest known label at half size

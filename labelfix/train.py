@@ -10,7 +10,7 @@ Then, where the labels outline their objects, the namer of dropped objects (obje
 on the training labels' objects; where there is a background class, the learned background bias of
 holes (extent.py) on the model's own output; each repair mode is calibrated (calibrate.py); and the
 boundary refiner (boundary.py) is fitted on the calibrated bank's repairs and kept for the modes it
-improves.
+improves, then its second pass on the boundaries the first leaves.
 """
 
 from __future__ import annotations
@@ -300,22 +300,63 @@ def fit_extent(bank_dir: Path, pairs, classes: ClassSet, device="cpu", seed: int
 REFINER_MIN_GAIN = 0.25
 
 
-def fit_refiner(bank_dir: Path, pairs, val_pairs, device="cpu", seed: int = 0, batch: int = 16) -> dict:
+def fit_refiner(bank_dir: Path, pairs, val_pairs, device="cpu", seed: int = 0, batch: int = 16,
+                second: bool = False) -> dict:
     """Fit the boundary refiner (boundary.py) on the calibrated bank's own repairs of training labels with
     random blocks and with the paper's cells made missing, then keep it for the repair modes where it
     scores at least REFINER_MIN_GAIN better on `val_pairs` (the calibration's cases, calibrate.py) and add it to the bank
-    (refiner.safetensors and the manifest's `refiner`). A bank without a background class, or whose
-    training labels give no boundary to learn from, gets none. Returns what it did, for the progress log."""
-    from .boundary import SAMPLES_PER_LABEL, train_refiner
+    (refiner.safetensors and the manifest's `refiner`). With `second`, fit its second pass instead, on the
+    boundaries the first leaves, for the modes the first applies in (refiner-second.safetensors and
+    `refiner_second`); refitting the first drops the second, which learned from the old one. A bank
+    without a background class, or whose training labels give no boundary to learn from, gets none.
+    Returns what it did, for the progress log."""
+    from .bank import REFINER_PASSES
+    from .boundary import train_refiner
     from .calibrate import MODES, _measure, setting_name
-    from .predict import finish_labels, run_model
 
     t0 = time.time()
-    update_manifest(bank_dir, {"refiner": None})  # repairs without one are what it learns from
+    key, name = ("refiner_second", "refiner-second.safetensors") if second else ("refiner", "refiner.safetensors")
+    # repairs without this pass (and what learned from it) are what it learns from
+    update_manifest(bank_dir, {k: None for k in REFINER_PASSES[REFINER_PASSES.index(key):]})
     bank = load_bank(bank_dir)
     bg = bank.classes.background_index
-    if bg is None:
-        return {"samples": 0, "modes": [], "seconds": round(time.time() - t0, 1)}
+    # the modes it may apply in: the second pass only where the first does
+    candidates = [m for m in MODES if not second or bank.refiners(m)]
+    nothing = {"samples": 0, "modes": [], "seconds": round(time.time() - t0, 1)}
+    if bg is None or not candidates:
+        return nothing
+    x, truth = _band_samples(bank, pairs, device, seed, batch)
+    if not len(x):
+        return nothing
+    refiner = train_refiner(x, truth, seed=seed)
+    # where it applies: the modes it improves on the validation labels, each with its calibrated finishing
+    # and the passes before it; blind repair also keeps to the calibration's limit on changed undamaged pixels
+    settings = {m: [bank.finishing(m)] if m in candidates else [] for m in MODES}
+    before = bank.refiners(candidates[0])  # the first pass where fitting the second, else none
+    (plain, _), (refined, changes) = (_measure(bank, val_pairs, settings, device, seed, refiners=use)
+                                      for use in (before, before + (refiner,)))
+    scores = {m: [round(measures[(m, settings[m][0])], 2) for measures in (plain, refined)]
+              for m in candidates if plain[(m, settings[m][0])] is not None}
+    limit = (bank.manifest.get("calibration") or {}).get("blind_undamaged_changed_pct", {}).get("limit")
+    blind_changed = max((100 * n / max(total, 1) for n, total in changes.values()), default=0.0)
+    modes = [m for m, (without, with_refiner) in scores.items()
+             if with_refiner >= without + REFINER_MIN_GAIN and (m != "blind" or limit is None or blind_changed <= limit)]
+    update_manifest(bank_dir, {key: {
+        "file": name, "sha256": save_weights(refiner, Path(bank_dir) / name),
+        "hidden": refiner.net[0].out_features, "samples": len(x), "modes": modes,
+        "scores": {m: {"without": v[0], "with": v[1]} for m, v in scores.items()},
+        "setting": {m: setting_name(*settings[m][0]) for m in scores}, "images": len(val_pairs)}})
+    return {"samples": len(x), "modes": modes, "scores": scores, "seconds": round(time.time() - t0, 1)}
+
+
+def _band_samples(bank, pairs, device, seed: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the next refiner pass reads at SAMPLES_PER_LABEL band pixels of each damaged training label
+    (the bank's `--missing` repairs, with the passes it has): (n, F) features and (n,) float, 1 where the
+    truth is background."""
+    from .boundary import SAMPLES_PER_LABEL
+    from .predict import finish_labels, run_model
+
+    bg = bank.classes.background_index
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     x, truth = [], []
@@ -331,28 +372,9 @@ def fit_refiner(bank_dir: Path, pairs, val_pairs, device="cpu", seed: int = 0, b
             chosen = rng.choice(labelled, min(SAMPLES_PER_LABEL, len(labelled)), replace=False)
             x.append(features[torch.from_numpy(chosen)])
             truth.append(torch.from_numpy(label[ys[chosen], xs[chosen]] == bg).float())
-    samples = sum(len(t) for t in truth)
-    if not samples:
-        return {"samples": 0, "modes": [], "seconds": round(time.time() - t0, 1)}
-    refiner = train_refiner(torch.cat(x), torch.cat(truth), seed=seed)
-    # where it applies: the modes it improves on the validation labels, with each mode's calibrated finishing;
-    # blind repair also keeps to the calibration's limit on changed undamaged pixels
-    settings = {m: [bank.finishing(m)] for m in MODES}
-    (plain, _), (refined, changes) = (_measure(bank, val_pairs, settings, device, seed, refiner=use)
-                                      for use in (None, refiner))
-    scores = {m: [round(measures[(m, settings[m][0])], 2) for measures in (plain, refined)]
-              for m in MODES if plain[(m, settings[m][0])] is not None}
-    limit = (bank.manifest.get("calibration") or {}).get("blind_undamaged_changed_pct", {}).get("limit")
-    blind_changed = max((100 * n / max(total, 1) for n, total in changes.values()), default=0.0)
-    modes = [m for m, (without, with_refiner) in scores.items()
-             if with_refiner >= without + REFINER_MIN_GAIN and (m != "blind" or limit is None or blind_changed <= limit)]
-    name = "refiner.safetensors"
-    update_manifest(bank_dir, {"refiner": {
-        "file": name, "sha256": save_weights(refiner, Path(bank_dir) / name),
-        "hidden": refiner.net[0].out_features, "samples": samples, "modes": modes,
-        "scores": {m: {"without": v[0], "with": v[1]} for m, v in scores.items()},
-        "setting": {m: setting_name(*settings[m][0]) for m in scores}, "images": len(val_pairs)}})
-    return {"samples": samples, "modes": modes, "scores": scores, "seconds": round(time.time() - t0, 1)}
+    if not x:
+        return torch.zeros(0), torch.zeros(0)
+    return torch.cat(x), torch.cat(truth)
 
 
 def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None) -> TrainResult:
@@ -565,9 +587,10 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
             chosen = json.loads((out / "manifest.json").read_text())["calibration"]["chosen"]
             progress({"event": "calibrated", "scores": scores, "chosen": chosen})
             if classes.background_index is not None:
-                progress({"event": "refiner", "images": len(train_pairs)})
-                progress({"event": "refiner-fitted", **fit_refiner(out, train_pairs, val_pairs[: s.calibrate_images],
-                                                                   device, seed=s.seed)})
+                for second in (False, True):
+                    progress({"event": "refiner", "images": len(train_pairs), "second": second})
+                    progress({"event": "refiner-fitted", "second": second, **fit_refiner(
+                        out, train_pairs, val_pairs[: s.calibrate_images], device, seed=s.seed, second=second)})
     if distributed:
         dist.barrier()
     return TrainResult(out, stages[: info["stage"]], time.time() - t_start, finished, final_val)

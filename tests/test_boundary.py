@@ -114,30 +114,55 @@ def _stripes():
     return image, label, hole
 
 
+class AllBackground(torch.nn.Module):
+    """A refiner that calls every band pixel background, and remembers how many it was shown."""
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(len(x))
+        return torch.ones(len(x))
+
+
 def test_finish_labels_refines_only_the_band_and_collects_its_inputs():
     image, label, hole = _stripes()
     damaged = np.where(hole, -1, label)
     logits = torch.zeros(3, 6, 6)
     logits[2, :, 3:] = 4.0                         # the model draws the line where it is
     plain = Correction(logits, prior_weight=0.0, reach=3.0, background=0)
-    before, _ = finish_labels(plain, damaged, hole, hole, image)
-
-    class AllBackground(torch.nn.Module):
-        def forward(self, x):
-            return torch.ones(len(x))
-
-    refined = Correction(logits, prior_weight=0.0, reach=3.0, background=0, refiner=AllBackground())
     inputs = []
-    after, conf = finish_labels(refined, damaged, hole, hole, image, band_inputs=inputs)
-    (ys, xs, x), = inputs
+    before, _ = finish_labels(plain, damaged, hole, hole, image, band_inputs=inputs)
+    (ys, xs, x), = inputs                          # what a first pass reads
     assert x.shape == (len(ys), len(OFFSETS) * CHANNELS)
     in_band = np.zeros(hole.shape, bool)
     in_band[ys, xs] = True
     assert in_band.any() and not (in_band & ~hole).any()
+
+    refined = Correction(logits, prior_weight=0.0, reach=3.0, background=0, refiners=(AllBackground(),))
+    after, conf = finish_labels(refined, damaged, hole, hole, image)
     assert (after[in_band] == 0).all()                               # the refiner's word in the band
     assert np.array_equal(after[~in_band], before[~in_band])         # nothing else moves
     assert np.array_equal(after[~hole], label[~hole])
     assert ((conf >= 0) & (conf <= 1)).all()
+
+
+def test_each_refiner_pass_reads_the_band_the_one_before_left():
+    image, label, hole = _stripes()
+    damaged = np.where(hole, -1, label)
+    logits = torch.zeros(3, 6, 6)
+    logits[2, :, 3:] = 4.0
+    first, second = AllBackground(), AllBackground()
+    one = Correction(logits, prior_weight=0.0, reach=3.0, background=0, refiners=(first,))
+    inputs = []
+    after_one, _ = finish_labels(one, damaged, hole, hole, image, band_inputs=inputs)
+    (ys, xs, _), = inputs                          # what a second pass would read: the moved line's band
+    assert np.array_equal(band(after_one, hole, 0, 2), np.isin(np.arange(hole.size), ys * hole.shape[1] + xs)
+                          .reshape(hole.shape))
+    two = Correction(logits, prior_weight=0.0, reach=3.0, background=0, refiners=(first, second))
+    after_two, _ = finish_labels(two, damaged, hole, hole, image)
+    assert second.seen == [len(ys)]                # the second pass read that band
+    assert (after_two[hole] <= after_one[hole]).all() and not np.array_equal(after_two, after_one)
 
 
 def test_a_bank_applies_its_refiner_only_in_the_modes_it_helps(bank, tmp_path):
@@ -152,12 +177,48 @@ def test_a_bank_applies_its_refiner_only_in_the_modes_it_helps(bank, tmp_path):
     man["refiner"]["modes"] = ["missing"]
     (copy / "manifest.json").write_text(json.dumps(man))
     b = load_bank(copy)
-    assert isinstance(b.refiner("missing"), BoundaryRefiner) and b.refiner("blind") is None
-    fast = b.refiner("missing", bf16=True)
-    assert fast.bf16 and fast is b.refiner("missing", bf16=True) and not b.refiner("missing").bf16
+    (first,) = b.refiners("missing")
+    assert isinstance(first, BoundaryRefiner) and b.refiners("blind") == ()
+    (fast,) = b.refiners("missing", bf16=True)
+    assert fast.bf16 and b.refiners("missing", bf16=True) == (fast,) and not first.bf16
     del man["refiner"]
     (copy / "manifest.json").write_text(json.dumps(man))
-    assert load_bank(copy).refiner("missing") is None  # an older bank: repair goes without it
+    assert load_bank(copy).refiners("missing") == ()  # an older bank: repair goes without it
+
+
+def test_the_second_pass_is_fitted_where_the_first_applies_and_applies_after_it(bank, dataset, tmp_path):
+    from labelfix.data import open_dataset
+    from labelfix.train import fit_refiner
+
+    man = json.loads((bank / "manifest.json").read_text())
+    assert not man["refiner"]["modes"] and man["refiner_second"] is None  # the first applies nowhere: no second
+    copy = tmp_path / "bank"
+    shutil.copytree(bank, copy, ignore=shutil.ignore_patterns("train-state", "base.safetensors"))
+    man["refiner"]["modes"] = ["missing", "replace"]
+    (copy / "manifest.json").write_text(json.dumps(man))
+    ds = open_dataset(dataset)
+    done = fit_refiner(copy, ds.pairs("train"), ds.pairs("val"), second=True)
+    second = json.loads((copy / "manifest.json").read_text())["refiner_second"]
+    assert done["samples"] == second["samples"] > 0 and (copy / second["file"]).exists()
+    assert set(second["scores"]) == {"missing", "replace"}  # measured where the first applies
+    for mode, scores in second["scores"].items():
+        assert (mode in second["modes"]) == (scores["with"] >= scores["without"] + REFINER_MIN_GAIN)
+
+    second["modes"] = ["missing", "blind"]
+    man["refiner_second"] = second
+    (copy / "manifest.json").write_text(json.dumps(man))
+    b = load_bank(copy)
+    first, then = b.refiners("missing")
+    assert isinstance(then, BoundaryRefiner) and then is not first
+    assert b.refiners("replace") == (first,) and b.refiners("blind") == ()  # never without the first
+    fit_refiner(copy, ds.pairs("train"), ds.pairs("val"))  # a new first pass: the old second goes
+    assert json.loads((copy / "manifest.json").read_text())["refiner_second"] is None
+    man = json.loads((copy / "manifest.json").read_text())
+    man["refiner_second"] = second
+    (copy / "manifest.json").write_text(json.dumps(man))
+    (copy / "refiner-second.safetensors").write_bytes(b"damaged")
+    with pytest.raises(Exception, match="refiner-second.safetensors: sha256 does not match"):
+        load_bank(copy)
 
 
 def test_a_damaged_refiner_file_is_named(bank, tmp_path):
