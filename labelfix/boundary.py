@@ -14,9 +14,9 @@ window and band scaled to their size. It is fitted after calibration, on the ban
 training labels with blocks and the paper's cells made missing, by cross-entropy against the true labels
 (train.fit_refiner), and applied in the repair modes where it scored at least train.REFINER_MIN_GAIN
 better on validation labels. A second refiner of the same shape, fitted on the band of the boundaries the
-first leaves (the bank's `refiner_second`), decides them once more where it helps too: the first moves a
-fifth of its band and still leaves objects too thin (VOC val, 256 px: blocks 87.6 -> 87.9, paper cells
-50.8 -> 51.9; labelfix bench PA-mIoU held out 51.0 / 50.7 / 50.1 -> 55.4 / 52.0 / 50.5).
+first leaves (the bank's `refiner_second`), decides them once more where it gains enough for its cost
+(train.REFINER_SECOND_MIN_GAIN): the first moves a fifth of its band and still leaves objects too thin
+(bundled bank, --policy replace: labelfix bench PA-mIoU held out 51.0 / 50.7 / 50.1 -> 55.4 / 52.0 / 50.5).
 
 VOC val, bundled bank (benchmarks/repair_quality.py, --missing 255): blocks 86.5 -> 87.6 mIoU, paper
 cells 48.9 -> 50.8 at 256 px, 85.3 -> 86.3 and 48.2 -> 50.5 at 500 px; labelfix bench (--policy

@@ -298,6 +298,10 @@ def fit_extent(bank_dir: Path, pairs, classes: ClassSet, device="cpu", seed: int
 # mIoU a repair mode must gain on the validation labels to use the boundary refiner: more than 64 labels' noise
 # (VOC, bundled bank: missing +1.3, replace +0.9, blind +0.04)
 REFINER_MIN_GAIN = 0.25
+# ... and to use its second pass, which costs as much again (VOC, 500 px, `--missing`: 8% of the whole
+# command's throughput; bundled bank: replace +2.46 kept, missing +0.29 not, though all 289 val labels
+# confirm it there: blocks +0.3, cells +1.1 mIoU)
+REFINER_SECOND_MIN_GAIN = 1.0
 
 
 def fit_refiner(bank_dir: Path, pairs, val_pairs, device="cpu", seed: int = 0, batch: int = 16,
@@ -306,8 +310,8 @@ def fit_refiner(bank_dir: Path, pairs, val_pairs, device="cpu", seed: int = 0, b
     random blocks and with the paper's cells made missing, then keep it for the repair modes where it
     scores at least REFINER_MIN_GAIN better on `val_pairs` (the calibration's cases, calibrate.py) and add it to the bank
     (refiner.safetensors and the manifest's `refiner`). With `second`, fit its second pass instead, on the
-    boundaries the first leaves, for the modes the first applies in (refiner-second.safetensors and
-    `refiner_second`); refitting the first drops the second, which learned from the old one. A bank
+    boundaries the first leaves, for the modes the first applies in, where it gains REFINER_SECOND_MIN_GAIN
+    (refiner-second.safetensors and `refiner_second`); refitting the first drops the second, which learned from the old one. A bank
     without a background class, or whose training labels give no boundary to learn from, gets none.
     Returns what it did, for the progress log."""
     from .bank import REFINER_PASSES
@@ -324,7 +328,7 @@ def fit_refiner(bank_dir: Path, pairs, val_pairs, device="cpu", seed: int = 0, b
     candidates = [m for m in MODES if not second or bank.refiners(m)]
     nothing = {"samples": 0, "modes": [], "seconds": round(time.time() - t0, 1)}
     if bg is None or not candidates:
-        return nothing
+        return {**nothing, "skipped": "no background class" if bg is None else "the first pass applies in no mode"}
     x, truth = _band_samples(bank, pairs, device, seed, batch)
     if not len(x):
         return nothing
@@ -339,8 +343,9 @@ def fit_refiner(bank_dir: Path, pairs, val_pairs, device="cpu", seed: int = 0, b
               for m in candidates if plain[(m, settings[m][0])] is not None}
     limit = (bank.manifest.get("calibration") or {}).get("blind_undamaged_changed_pct", {}).get("limit")
     blind_changed = max((100 * n / max(total, 1) for n, total in changes.values()), default=0.0)
+    gain = REFINER_SECOND_MIN_GAIN if second else REFINER_MIN_GAIN
     modes = [m for m, (without, with_refiner) in scores.items()
-             if with_refiner >= without + REFINER_MIN_GAIN and (m != "blind" or limit is None or blind_changed <= limit)]
+             if with_refiner >= without + gain and (m != "blind" or limit is None or blind_changed <= limit)]
     update_manifest(bank_dir, {key: {
         "file": name, "sha256": save_weights(refiner, Path(bank_dir) / name),
         "hidden": refiner.net[0].out_features, "samples": len(x), "modes": modes,

@@ -9,7 +9,7 @@ from labelfix.bank import load_bank
 from labelfix.boundary import (CENTRE, CHANNELS, OFFSETS, BoundaryRefiner, band, pixel_features, scale_for,
                                train_refiner)
 from labelfix.predict import Correction, finish_labels
-from labelfix.train import REFINER_MIN_GAIN
+from labelfix.train import REFINER_MIN_GAIN, REFINER_SECOND_MIN_GAIN
 
 
 def test_the_band_lies_along_decided_boundaries_inside_the_hole():
@@ -194,15 +194,17 @@ def test_the_second_pass_is_fitted_where_the_first_applies_and_applies_after_it(
     assert not man["refiner"]["modes"] and man["refiner_second"] is None  # the first applies nowhere: no second
     copy = tmp_path / "bank"
     shutil.copytree(bank, copy, ignore=shutil.ignore_patterns("train-state", "base.safetensors"))
+    ds = open_dataset(dataset)
+    skipped = fit_refiner(copy, ds.pairs("train"), ds.pairs("val"), second=True)
+    assert skipped["skipped"] == "the first pass applies in no mode" and skipped["samples"] == 0
     man["refiner"]["modes"] = ["missing", "replace"]
     (copy / "manifest.json").write_text(json.dumps(man))
-    ds = open_dataset(dataset)
     done = fit_refiner(copy, ds.pairs("train"), ds.pairs("val"), second=True)
     second = json.loads((copy / "manifest.json").read_text())["refiner_second"]
     assert done["samples"] == second["samples"] > 0 and (copy / second["file"]).exists()
     assert set(second["scores"]) == {"missing", "replace"}  # measured where the first applies
     for mode, scores in second["scores"].items():
-        assert (mode in second["modes"]) == (scores["with"] >= scores["without"] + REFINER_MIN_GAIN)
+        assert (mode in second["modes"]) == (scores["with"] >= scores["without"] + REFINER_SECOND_MIN_GAIN)
 
     second["modes"] = ["missing", "blind"]
     man["refiner_second"] = second

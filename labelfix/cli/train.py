@@ -84,8 +84,10 @@ def train(
                 console.print(f"  calibration, {mode}: {best} ({scores[best]:.1f} mIoU; "
                               f"nearest-label fill {scores['0.0']:.1f})")
         elif e["event"] == "refiner" and not quiet:
-            which = "its second pass" if e.get("second") else "the boundary refiner"
+            which = "the boundary refiner's second pass" if e.get("second") else "the boundary refiner"
             console.print(f"fitting {which} on {e['images']} labels")
+        elif e["event"] == "refiner-fitted" and not quiet and e.get("skipped"):
+            console.print(f"  skipped: {e['skipped']}")
         elif e["event"] == "refiner-fitted" and not quiet:
             scores = ", ".join(f"{m} {w:.1f} -> {r:.1f}" for m, (w, r) in e.get("scores", {}).items())
             console.print(f"  {e['samples']} pixels in {e['seconds']:.0f} s; validation mIoU without -> with: "
