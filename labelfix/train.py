@@ -308,11 +308,13 @@ def fit_refiner(bank_dir: Path, pairs, val_pairs, device="cpu", seed: int = 0, b
                 second: bool = False) -> dict:
     """Fit the boundary refiner (boundary.py) on the calibrated bank's own repairs of training labels with
     random blocks and with the paper's cells made missing, then keep it for the repair modes where it
-    scores at least REFINER_MIN_GAIN better on `val_pairs` (the calibration's cases, calibrate.py) and add it to the bank
-    (refiner.safetensors and the manifest's `refiner`). With `second`, fit its second pass instead, on the
-    boundaries the first leaves, for the modes the first applies in, where it gains REFINER_SECOND_MIN_GAIN
-    (refiner-second.safetensors and `refiner_second`); refitting the first drops the second, which learned from the old one. A bank
-    without a background class, or whose training labels give no boundary to learn from, gets none.
+    scores at least REFINER_MIN_GAIN better on `val_pairs` (the calibration's cases, calibrate.py) and add
+    it to the bank (refiner.safetensors and the manifest's `refiner`).
+
+    With `second`, fit its second pass instead, on the boundaries the first leaves, for the modes the
+    first applies in, kept where it gains REFINER_SECOND_MIN_GAIN (refiner-second.safetensors and
+    `refiner_second`). Refitting the first drops the second, which learned from the old one's output. A
+    bank without a background class, or whose training labels give no boundary to learn from, gets none.
     Returns what it did, for the progress log."""
     from .bank import REFINER_PASSES
     from .boundary import train_refiner
@@ -326,12 +328,12 @@ def fit_refiner(bank_dir: Path, pairs, val_pairs, device="cpu", seed: int = 0, b
     bg = bank.classes.background_index
     # the modes it may apply in: the second pass only where the first does
     candidates = [m for m in MODES if not second or bank.refiners(m)]
-    nothing = {"samples": 0, "modes": [], "seconds": round(time.time() - t0, 1)}
     if bg is None or not candidates:
-        return {**nothing, "skipped": "no background class" if bg is None else "the first pass applies in no mode"}
+        return {"samples": 0, "modes": [], "seconds": round(time.time() - t0, 1),
+                "skipped": "no background class" if bg is None else "the first pass applies in no mode"}
     x, truth = _band_samples(bank, pairs, device, seed, batch)
     if not len(x):
-        return nothing
+        return {"samples": 0, "modes": [], "seconds": round(time.time() - t0, 1)}
     refiner = train_refiner(x, truth, seed=seed)
     # where it applies: the modes it improves on the validation labels, each with its calibrated finishing
     # and the passes before it; blind repair also keeps to the calibration's limit on changed undamaged pixels
