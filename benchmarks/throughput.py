@@ -6,7 +6,7 @@ the same files: labelfix as a user runs it (a subprocess of the command, start-u
 as a loop that reads, completes (nearest-label start, 5 mean-field iterations) and writes each file.
 
     python benchmarks/throughput.py --data path/to/voc2012 [--n 64] [--bank checkpoints/voc] [--batch-size 8]
-        [--precision auto|fp32|bf16] [--repeats 3] [--splits val] [--side 500] [--no-crf]
+        [--precision auto|fp32|bf16] [--processes N] [--repeats 3] [--splits val] [--side 500] [--no-crf]
 
 On a GPU host, where a run of 289 labels is over in seconds, `--splits train,val --n 1111 --batch-size 32`
 times more labels; without pydensecrf2 installed, or with `--no-crf`, the CRF is skipped (`--side 2048`
@@ -77,6 +77,8 @@ def main():
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto", help="the model's: auto (bf16 where native), fp32 or bf16")
+    ap.add_argument("--processes", default="0", help="the command's --processes (0: auto); several, comma-separated, "
+                    "run alternately in each repeat (the first is compared with the CRF)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--splits", default="val", help="comma-separated splits whose labels are used, in order")
     ap.add_argument("--repeats", type=int, default=3, help="labelfix runs; the median counts")
@@ -84,7 +86,8 @@ def main():
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     ds = open_dataset(a.data)
-    result = {"images": a.n, "side": a.side, "precision": a.precision}
+    counts = [int(x) for x in a.processes.split(",")]
+    result = {"images": a.n, "side": a.side, "precision": a.precision, "processes": counts[0]}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         pairs = [pair for split in a.splits.split(",") for pair in ds.pairs(split)][: a.n]
@@ -105,20 +108,26 @@ def main():
         files = sorted((tmp / "in" / "labels").glob("*.png"))
         R = a.repeats
         crf_parts = [files[r * len(files) // R:(r + 1) * len(files) // R] for r in range(R)] if crf_available() and not a.no_crf else []
-        runs, crf = [], 0.0
+        runs, crf = {n: [] for n in counts}, 0.0
         for r in range(a.repeats):
-            shutil.rmtree(tmp / "lf", ignore_errors=True)
-            t0 = time.perf_counter()
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-            runs.append(time.perf_counter() - t0)
-            print(f"labelfix repair (whole command), run {r + 1}: {a.n} images in {runs[-1]:.1f} s "
-                  f"= {a.n / runs[-1]:.2f} img/s", flush=True)
+            for n in counts:
+                shutil.rmtree(tmp / "lf", ignore_errors=True)
+                t0 = time.perf_counter()
+                subprocess.run(cmd + ["--processes", str(n)], check=True, stdout=subprocess.DEVNULL)
+                runs[n].append(time.perf_counter() - t0)
+                print(f"labelfix repair (whole command, --processes {n}), run {r + 1}: {a.n} images in "
+                      f"{runs[n][-1]:.1f} s = {a.n / runs[n][-1]:.2f} img/s", flush=True)
             if crf_parts:
                 crf += crf_complete(tmp / "in", tmp / "crf", ds.classes.num_classes, crf_parts[r])
-        lf = statistics.median(runs)
+        for n in counts:
+            print(f"labelfix repair (whole command, --processes {n}), median: {a.n / statistics.median(runs[n]):.2f} img/s",
+                  flush=True)
+        if len(counts) > 1:
+            result["by_processes"] = {n: {"images_per_s": round(a.n / statistics.median(runs[n]), 2),
+                                          "runs_images_per_s": [round(a.n / t, 2) for t in runs[n]]} for n in counts}
+        lf = statistics.median(runs[counts[0]])
         result["labelfix_images_per_s"] = round(a.n / lf, 2)
-        result["labelfix_runs_images_per_s"] = [round(a.n / t, 2) for t in runs]
-        print(f"labelfix repair (whole command), median: {a.n / lf:.2f} img/s", flush=True)
+        result["labelfix_runs_images_per_s"] = [round(a.n / t, 2) for t in runs[counts[0]]]
         if crf_parts:
             result["dense_crf_images_per_s"] = round(a.n / crf, 2)
             result["speedup"] = round(crf / lf, 1)

@@ -1,3 +1,4 @@
 from .cli import main
 
-main()
+if __name__ == "__main__":  # a guard, so that processes started by spawn can import this module
+    main()

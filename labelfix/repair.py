@@ -15,7 +15,7 @@ import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -32,6 +32,7 @@ from .erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline, outline_l
 from .errors import InputFileError, UsageError
 from .objects import restore_dropped
 from .predict import ModelInput, background_fraction, finish_labels, prepare, run_model
+from .processes import auto_processes, repair_in_processes
 
 POLICIES = ("fill", "replace")
 REPORT_COLUMNS = ("file", "status", "background_fraction", "ratio", "patches_removed", "erased_pixels",
@@ -66,7 +67,8 @@ class RepairSettings:
     dry_run: bool = False
     overwrite: bool = False
     shard: tuple[int, int] | None = None  # (i, n): this process repairs the files with hash % n == i
-    workers: int = 0                      # pipeline threads; 0 = one per CPU core, at most MAX_AUTO_WORKERS
+    workers: int = 0                      # pipeline threads a process; 0 = one per CPU core, at most MAX_AUTO_WORKERS
+    processes: int = 0                    # 0 = auto: one per MAX_AUTO_WORKERS cores, if there are files enough
     precision: str = "auto"               # the model's: auto = bf16 where the device does it natively
     find_erasures: bool = True            # blind fill: read the outlines for erased blocks (erasure.py) and
                                           # dropped objects (objects.py) and repair them
@@ -141,6 +143,8 @@ def check_settings(s: RepairSettings) -> Path:
     if s.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     resolve_precision(s.precision, torch.device("cpu"))  # a usage error if unknown
+    if s.processes < 0:
+        raise UsageError("--processes must be 0 (auto) or more")
     if s.workers < 0:
         raise UsageError(f"--workers must be 0 (one per CPU core, at most {MAX_AUTO_WORKERS}) or more")
     if s.shard is not None and not (s.shard[1] >= 1 and 0 <= s.shard[0] < s.shard[1]):
@@ -293,7 +297,18 @@ def _finish_one(item: _Prepared, probs, s: RepairSettings, bank: Bank, out: Path
 
 
 def repair(s: RepairSettings, progress: Callable[[dict], None] | None = None) -> RepairResult:
-    progress = progress or (lambda e: None)
+    """Repair the labels of `s` into its output folder, in this process or several (s.processes), and write
+    report.json and report.csv (report.shard-I-of-N.* under --shard) and, with s.preview, the preview page."""
+    return _repair(s, progress or (lambda e: None), page=s.preview)
+
+
+def repair_part(s: RepairSettings, progress: Callable[[dict], None]) -> RepairResult:
+    """One child process's share of a repair in several (processes.py): its shard's files and report part;
+    the preview page is the parent's to write."""
+    return _repair(replace(s, processes=1), progress, page=False)
+
+
+def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool) -> RepairResult:
     out = check_settings(s)
     labels = Path(s.labels)
     files = list_label_files(labels)
@@ -317,27 +332,37 @@ def repair(s: RepairSettings, progress: Callable[[dict], None] | None = None) ->
             rows.append(row)
         else:
             todo.append(f)
-    runtime = {"device": str(device), "precision": resolve_precision(s.precision, device)}
+    cores = os.cpu_count() or 2
+    processes = max(1, min(s.processes or auto_processes(len(todo), MAX_AUTO_WORKERS, cores), len(todo)))
+    runtime = {"device": str(device), "precision": resolve_precision(s.precision, device), "processes": processes}
     progress({"event": "start", "files": len(files), "todo": len(todo), "skipped": len(files) - len(todo),
               "out": str(out), **runtime})
     t_start = time.perf_counter()
 
-    window = max(2, 3 * s.batch_size)  # files being decoded ahead of inference
-    threads = torch.get_num_threads()
-    # every pool thread runs its own torch ops: one intra-op thread each keeps the cores busy without
-    # oversubscribing them (on a GPU the model does not need CPU threads)
-    torch.set_num_threads(1)
-    try:
-        _run_pipeline(s, bank, device, out, todo, window, rows, progress)
-    finally:
-        torch.set_num_threads(threads)
+    if processes > 1:
+        threads = s.workers or max(1, min(MAX_AUTO_WORKERS, cores // processes))
+        parts = repair_in_processes(s, processes, threads, progress)
+        rows = [row for part in parts for row in _report_rows(json.loads(part.read_text()))]
+        for part in parts:  # joined below into this run's report
+            part.unlink()
+            part.with_suffix(".csv").unlink(missing_ok=True)
+    else:
+        window = max(2, 3 * s.batch_size)  # files being decoded ahead of inference
+        threads = torch.get_num_threads()
+        # every pool thread runs its own torch ops: one intra-op thread each keeps the cores busy without
+        # oversubscribing them (on a GPU the model does not need CPU threads)
+        torch.set_num_threads(1)
+        try:
+            _run_pipeline(s, bank, device, out, todo, window, rows, progress)
+        finally:
+            torch.set_num_threads(threads)
 
     order = {f.name: i for i, f in enumerate(files)}
     rows.sort(key=lambda r: order.get(r.file, len(order)))
     seconds = time.perf_counter() - t_start
     totals = _totals(rows, seconds)
     report_path = write_report(out, s, bank, rows, totals, runtime)
-    if s.preview and not s.dry_run:
+    if page and not s.dry_run:
         from .preview import write_preview_page
         write_preview_page(out, rows)
     progress({"event": "done", "totals": totals})
@@ -489,6 +514,10 @@ def _csv_bytes(rows) -> bytes:
     return buf.getvalue().encode()
 
 
+def _report_rows(report: dict) -> list[ImageRow]:
+    return [ImageRow(**{k: r.get(k) for k in (f.name for f in fields(ImageRow))}) for r in report["rows"]]
+
+
 def merge_reports(out: Path) -> Path:
     """Join the shard reports of one output folder into report.json and report.csv."""
     out = Path(out)
@@ -501,7 +530,7 @@ def merge_reports(out: Path) -> Path:
         first = first or d
         rows += d["rows"]
     rows.sort(key=lambda r: r["file"])
-    objs = [ImageRow(**{k: r.get(k) for k in (f.name for f in fields(ImageRow))}) for r in rows]
+    objs = _report_rows({"rows": rows})
     seconds = max(json.loads(p.read_text())["totals"]["seconds"] for p in parts)
     report = dict(first)
     report["settings"] = dict(first["settings"], shard=None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +61,29 @@ def bank(dataset, tmp_path_factory) -> Path:
     train_bank(TrainSettings(data=dataset, out=out, preset="tiny", epochs=2, finetune_epochs=1, batch_size=4,
                              val_every=0, ratios=(0.3, 0.5, 0.7), device="cpu"))
     return out
+
+
+def tree_digest(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def job(dataset, tmp_path):
+    """A labels/images pair of folders with holes punched into the labels (255 blocks and 0 blocks)."""
+    labels, images = tmp_path / "labels", tmp_path / "images"
+    labels.mkdir()
+    images.mkdir()
+    ids = (dataset / "splits" / "val.txt").read_text().split()
+    for i, stem in enumerate(ids):
+        lab = np.array(Image.open(dataset / "labels" / f"{stem}.png"))
+        lab[5:20, 5:25] = 255 if i % 2 == 0 else 0
+        Image.fromarray(lab, mode="L").save(labels / f"{stem}.png")
+        shutil.copy(dataset / "images" / f"{stem}.jpg", images / f"{stem}.jpg")
+    return labels, images
+
+
+def run(labels, images, bank, **kw):
+    from labelfix.repair import RepairSettings, repair
+
+    return repair(RepairSettings(labels=labels, images=images, bank=str(bank), device="cpu", batch_size=4, **kw))

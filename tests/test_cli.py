@@ -36,6 +36,8 @@ def test_repair_exit_codes(dataset, bank, tmp_path):
     assert r.exit_code == 2 and "--workers" in r.output
     r = runner.invoke(app, ["repair", str(labels), "--images", str(images), "--bank", str(bank), "--precision", "fp8"])
     assert r.exit_code == 2 and "--precision fp8" in r.output
+    r = runner.invoke(app, ["repair", str(labels), "--images", str(images), "--bank", str(bank), "--processes", "-2"])
+    assert r.exit_code == 2 and "--processes" in r.output
 
 
 def test_repair_in_each_precision_records_it(dataset, bank, tmp_path):
@@ -46,7 +48,7 @@ def test_repair_in_each_precision_records_it(dataset, bank, tmp_path):
                                 "--device", "cpu", "--precision", precision, "--quiet"])
         assert r.exit_code == 0, r.output
         report = json.loads((out / "report.json").read_text())
-        assert report["runtime"] == {"device": "cpu", "precision": precision}
+        assert report["runtime"] == {"device": "cpu", "precision": precision, "processes": 1}
         assert report["totals"]["failed"] == 0
 
 

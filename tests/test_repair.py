@@ -1,5 +1,4 @@
 import csv
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -8,30 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import COLOURS
+from conftest import COLOURS, run, tree_digest
 from labelfix.classes import voc_palette
 from labelfix.errors import UsageError
 from labelfix.repair import RepairSettings, merge_reports, repair
-
-
-def tree_digest(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture
-def job(dataset, tmp_path):
-    """A labels/images pair of folders with holes punched into the labels (255 blocks and 0 blocks)."""
-    labels, images = tmp_path / "labels", tmp_path / "images"
-    labels.mkdir()
-    images.mkdir()
-    ids = (dataset / "splits" / "val.txt").read_text().split()
-    for i, stem in enumerate(ids):
-        lab = np.array(Image.open(dataset / "labels" / f"{stem}.png"))
-        lab[5:20, 5:25] = 255 if i % 2 == 0 else 0
-        Image.fromarray(lab, mode="L").save(labels / f"{stem}.png")
-        shutil.copy(dataset / "images" / f"{stem}.jpg", images / f"{stem}.jpg")
-    return labels, images
 
 
 @pytest.fixture(params=[(False, 0.0), (True, 0.0), (True, 0.75)], ids=["plain", "guided", "guided+colour"])
@@ -47,10 +26,6 @@ def any_bank(request, bank, tmp_path_factory):
     man["correction_weight"] = {m: 1.0 for m in ("missing", "replace", "blind")}
     (b / "manifest.json").write_text(json.dumps(man))
     return b
-
-
-def run(labels, images, bank, **kw):
-    return repair(RepairSettings(labels=labels, images=images, bank=str(bank), device="cpu", batch_size=4, **kw))
 
 
 def test_repairs_into_a_new_folder_and_leaves_inputs_alone(job, bank):

@@ -36,7 +36,8 @@ def repair(
     min_confidence: float = typer.Option(0.0, "--min-confidence", help="Keep a pixel unchanged below this model probability."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     batch_size: int = typer.Option(8, "--batch-size", help="Labels per model batch."),
-    workers: int = typer.Option(0, "--workers", help="Threads that decode, infer, finish and write (0: one per CPU core, at most 4)."),
+    workers: int = typer.Option(0, "--workers", help="Threads a process that decode, infer, finish and write (0: one per CPU core, at most 4)."),
+    processes: int = typer.Option(0, "--processes", help="Processes that each repair a share of the files (0: one per 4 CPU cores, with 64 files or more each)."),
     precision: str = typer.Option("auto", "--precision", help="Model precision: auto (bf16 on CUDA or a CPU with native bf16), fp32 or bf16."),
     preview: bool = typer.Option(False, "--preview", help="Write preview.html with before/after overlays."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write only the report, no labels."),
@@ -57,7 +58,7 @@ def repair(
                               ratio=None if ratio == "auto" else _float(ratio, "--ratio"), policy=policy,
                               min_confidence=min_confidence, device=device, batch_size=batch_size,
                               preview=preview, dry_run=dry_run, overwrite=overwrite, shard=_shard(shard),
-                              workers=workers, precision=precision, find_erasures=erasures)
+                              workers=workers, processes=processes, precision=precision, find_erasures=erasures)
     bar = Progress(TextColumn("repairing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
                    TimeRemainingColumn(), console=console, disable=quiet or as_json, transient=True)
     task = None

@@ -1,0 +1,85 @@
+"""Repair in several processes: the files split into sub-shards, one process each, reports joined.
+
+The threads of one process queue for Python's interpreter lock (repair.MAX_AUTO_WORKERS), so on a
+machine with more cores than a process can keep busy, more work in parallel takes more processes. Each
+child is a whole `repair` of one sub-shard (its own pool, its own model, on the GPU too) that writes its
+part of the report; the parent forwards the children's per-file events and joins the parts.
+
+Sub-shards refine `--shard I/N`: child j of n repairs the files with hash % (N n) == I + N j, exactly the
+files of shard I, so `--shard` across machines and processes within one combine.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from .errors import LabelfixError
+
+if TYPE_CHECKING:
+    from .repair import RepairSettings
+
+# a child spends ~1.5 s importing torch and loading the bank: below this many files each, one process is faster
+MIN_FILES_PER_PROCESS = 64
+
+
+def sub_shards(shard: tuple[int, int] | None, n: int) -> list[tuple[int, int]]:
+    """The n shards that together hold exactly the files of `shard` (all files when None)."""
+    i, k = shard or (0, 1)
+    return [(i + k * j, k * n) for j in range(n)]
+
+
+def auto_processes(todo: int, threads_per_process: int, cores: int | None = None) -> int:
+    """One process per `threads_per_process` cores, and at least MIN_FILES_PER_PROCESS files each."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, min(cores // threads_per_process, todo // MIN_FILES_PER_PROCESS))
+
+
+def repair_in_processes(s: RepairSettings, n: int, threads: int, progress: Callable[[dict], None]) -> list[Path]:
+    """Repair the files of `s` in n child processes of `threads` pipeline threads each; return their
+    report parts. Per-file events reach `progress` as the children send them."""
+    ctx = mp.get_context("spawn")  # fork is unsafe once torch or CUDA has started threads
+    events = ctx.Queue()
+    children = [ctx.Process(target=_child, args=(replace(s, shard=shard, processes=1, workers=threads), events),
+                            daemon=True)
+                for shard in sub_shards(s.shard, n)]
+    for c in children:
+        c.start()
+    parts: list[Path] = []
+    try:
+        while len(parts) < n:
+            try:
+                e = events.get(timeout=1.0)
+            except queue.Empty:
+                ended = [c for c in children if c.exitcode not in (None, 0)]
+                if ended:
+                    raise LabelfixError(f"a repair process ended unexpectedly (exit code {ended[0].exitcode}); "
+                                        "run the command again to resume") from None
+                continue
+            if e["event"] == "file":
+                progress(e)
+            elif e["event"] == "part":
+                parts.append(Path(e["report"]))
+            elif e["event"] == "error":
+                raise LabelfixError(e["message"])
+    finally:
+        for c in children:
+            if c.is_alive():
+                c.terminate()
+            c.join()
+    return parts
+
+
+def _child(s: RepairSettings, events) -> None:
+    from .repair import repair_part
+
+    try:
+        result = repair_part(s, lambda e: events.put(e) if e["event"] == "file" else None)
+    except Exception as e:  # the parent says it in one line, like any error of its own
+        events.put({"event": "error", "message": str(e) if isinstance(e, LabelfixError) else f"{type(e).__name__}: {e}"})
+        raise SystemExit(1) from None
+    events.put({"event": "part", "report": str(result.report_path)})

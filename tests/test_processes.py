@@ -1,0 +1,58 @@
+import json
+
+import pytest
+from conftest import run, tree_digest
+
+from labelfix.errors import LabelfixError
+from labelfix.processes import auto_processes, repair_in_processes, sub_shards
+from labelfix.repair import RepairSettings, shard_of
+
+NAMES = [f"{i:05d}.png" for i in range(400)]
+
+
+@pytest.mark.parametrize("shard", [None, (0, 1), (1, 3)])
+def test_sub_shards_split_exactly_the_files_of_the_shard(shard):
+    i, k = shard or (0, 1)
+    mine = {n for n in NAMES if shard_of(n, k) == i}
+    parts = [{n for n in NAMES if shard_of(n, m) == j} for j, m in sub_shards(shard, 4)]
+    assert all(parts)
+    assert set().union(*parts) & mine == mine and all(p <= mine for p in parts)
+    assert sum(len(p) for p in parts) == len(mine)  # no file in two parts
+
+
+def test_auto_processes_take_cores_in_fours_and_enough_files_each():
+    assert auto_processes(10_000, threads_per_process=4, cores=2) == 1
+    assert auto_processes(10_000, threads_per_process=4, cores=16) == 4
+    assert auto_processes(150, threads_per_process=4, cores=16) == 2
+    assert auto_processes(10, threads_per_process=4, cores=16) == 1
+
+
+def test_two_processes_write_what_one_writes(job, bank, tmp_path):
+    labels, images = job
+    one = run(labels, images, bank, out=tmp_path / "one", processes=1, preview=True)
+    two = run(labels, images, bank, out=tmp_path / "two", processes=2, preview=True)
+    assert two.failed == 0 and len(two.rows) == len(one.rows)
+    strip = lambda rows: [dict(vars(r), seconds=0) for r in rows]  # noqa: E731
+    assert strip(two.rows) == strip(one.rows)
+    digest_one, digest_two = tree_digest(one.out), tree_digest(two.out)
+    for name in ("report.json", "report.csv"):  # timings differ
+        digest_one.pop(name), digest_two.pop(name)
+    assert digest_two == digest_one  # labels, pictures and page; no report parts left behind
+    report = json.loads((two.out / "report.json").read_text())
+    assert report["runtime"]["processes"] == 2 and len(report["rows"]) == len(one.rows)
+
+
+def test_processes_within_a_shard_write_that_shard_s_report(job, bank, tmp_path):
+    labels, images = job
+    out = tmp_path / "out"
+    for i in range(2):
+        run(labels, images, bank, out=out, processes=2, shard=(i, 2))
+    assert sorted(p.name for p in out.glob("report*.json")) == ["report.shard-0-of-2.json", "report.shard-1-of-2.json"]
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(p.name for p in labels.iterdir())
+
+
+def test_a_child_s_error_reaches_the_parent_as_one_line(job, tmp_path):
+    labels, images = job
+    s = RepairSettings(labels=labels, images=images, out=tmp_path / "out", bank=str(tmp_path / "no-bank"), device="cpu")
+    with pytest.raises(LabelfixError, match="no-bank"):
+        repair_in_processes(s, 2, threads=1, progress=lambda e: None)
