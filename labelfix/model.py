@@ -83,6 +83,7 @@ class LMAE(nn.Module):
         """linear(patchify(x)) as a convolution of stride p: (B, C, S, S) -> (B, L, D), without patchify's copy."""
         p = self.cfg.patch_size
         weight = linear.weight.view(linear.out_features, p, p, x.shape[1]).permute(0, 3, 1, 2)  # (D, C, p, p)
+        x = x.to(weight.dtype).contiguous(memory_format=torch.channels_last)  # oneDNN is faster so (RefineHead)
         return F.conv2d(x, weight, linear.bias, stride=p).flatten(2).transpose(1, 2)
 
     def forward_encoder(self, fused: torch.Tensor, removed: torch.Tensor):
