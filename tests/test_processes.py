@@ -23,7 +23,7 @@ def test_sub_shards_split_exactly_the_files_of_the_shard(shard):
 def test_auto_processes_take_cores_in_fours_and_enough_files_each():
     assert auto_processes(10_000, threads_per_process=4, cores=2) == 1
     assert auto_processes(10_000, threads_per_process=4, cores=16) == 4
-    assert auto_processes(150, threads_per_process=4, cores=16) == 2
+    assert auto_processes(300, threads_per_process=4, cores=16) == 2
     assert auto_processes(10, threads_per_process=4, cores=16) == 1
 
 

@@ -37,7 +37,7 @@ def repair(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     batch_size: int = typer.Option(8, "--batch-size", help="Labels per model batch."),
     workers: int = typer.Option(0, "--workers", help="Threads a process that decode, infer, finish and write (0: one per CPU core, at most 4)."),
-    processes: int = typer.Option(0, "--processes", help="Processes that each repair a share of the files (0: one per 4 CPU cores, with 64 files or more each)."),
+    processes: int = typer.Option(0, "--processes", help="Processes that each repair a share of the files (0: one per 4 CPU cores, with 128 files or more each)."),
     precision: str = typer.Option("auto", "--precision", help="Model precision: auto (bf16 on CUDA or a CPU with native bf16), fp32 or bf16."),
     preview: bool = typer.Option(False, "--preview", help="Write preview.html with before/after overlays."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write only the report, no labels."),
