@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import signal
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -78,6 +79,10 @@ def repair_in_processes(s: RepairSettings, n: int, threads: int, progress: Calla
 
 def _child(s: RepairSettings, events) -> None:
     from .repair import repair_part
+
+    # Ctrl-C reaches the whole process group: the parent alone answers it (and ends the children), so
+    # the user sees one line, not a traceback from every child
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     try:
         result = repair_part(s, lambda e: events.put(e) if e["event"] == "file" else None)
