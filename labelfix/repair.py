@@ -2,6 +2,7 @@
 
 Decoding and resizing, inference (in batches) and finishing and writing run as tasks on one thread
 pool and overlap; at most a few batches are in flight, so memory stays flat however large the folder is.
+On machines with many cores the files are split between processes, each such a pipeline (processes.py).
 Bad files become report rows with a reason; they never stop the batch.
 """
 
@@ -340,8 +341,8 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool) -> 
     t_start = time.perf_counter()
 
     if processes > 1:
-        threads = s.workers or max(1, min(MAX_AUTO_WORKERS, cores // processes))
-        parts = repair_in_processes(s, processes, threads, progress)
+        threads_each = s.workers or max(1, min(MAX_AUTO_WORKERS, cores // processes))
+        parts = repair_in_processes(s, processes, threads_each, progress)
         rows = [row for part in parts for row in _report_rows(json.loads(part.read_text()))]
         for part in parts:  # joined below into this run's report
             part.unlink()
