@@ -6,6 +6,11 @@ examples are first brought to a longer side of S px (images bilinear, labels nea
 memory that large labels take (the command holds at most repair.PIXELS_IN_FLIGHT label pixels).
 
     python benchmarks/memory.py [--sizes 100,10000] [--side 4000] [--bank checkpoints/voc] [--dry-run]
+        [--processes 1]
+
+The command runs in one process (`--processes 1`) whatever the machine: on many cores its default splits a
+large folder between processes (repair --processes), each with the memory of one, and the kernel reports
+the peak of the largest of them, not their sum.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ def main():
     ap.add_argument("--side", type=int, default=None, help="bring the examples to this longer side first")
     ap.add_argument("--bank", default=None)
     ap.add_argument("--dry-run", action="store_true", help="pass --dry-run (no label writes; same pipeline)")
+    ap.add_argument("--processes", default="1", help="the command's --processes (0: its default)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     rows = []
@@ -72,7 +78,7 @@ def main():
         for n in (int(x) for x in a.sizes.split(",")):
             labels, images = build(Path(tmp) / str(n), n, examples)
             cmd = ["labelfix", "repair", str(labels), "--images", str(images), "--missing", "255", "--quiet",
-                   "--out", str(Path(tmp) / f"out{n}")] + (["--bank", a.bank] if a.bank else []) + (["--dry-run"] if a.dry_run else [])
+                   "--out", str(Path(tmp) / f"out{n}"), "--processes", a.processes] + (["--bank", a.bank] if a.bank else []) + (["--dry-run"] if a.dry_run else [])
             rss, secs = peak_rss_mb(cmd)
             rows.append({"labels": n, "peak_rss_mb": round(rss, 1), "seconds": round(secs, 1), "images_per_s": round(n / secs, 2)})
             print(f"{n:>6} labels: peak RSS {rss:.0f} MB, {secs:.1f} s ({n / secs:.1f} img/s)", flush=True)
