@@ -5,6 +5,10 @@ machine with more cores than a process can keep busy, more work in parallel take
 child is a whole `repair` of one sub-shard (its own pool, its own model, on the GPU too) that writes its
 part of the report; the parent forwards the children's per-file events and joins the parts.
 
+Children are spawned (fork is unsafe once torch or CUDA has started threads), and a spawned child imports
+the caller's main module: a script that calls `repair` with processes other than 1 must do so under
+`if __name__ == "__main__":`, as the `labelfix` command does.
+
 Sub-shards refine `--shard I/N`: child j of n repairs the files with hash % (N n) == I + N j, exactly the
 files of shard I, so `--shard` across machines and processes within one combine.
 """
@@ -45,7 +49,7 @@ def auto_processes(todo: int, threads_per_process: int, cores: int | None = None
 def repair_in_processes(s: RepairSettings, n: int, threads: int, progress: Callable[[dict], None]) -> list[Path]:
     """Repair the files of `s` in n child processes of `threads` pipeline threads each; return their
     report parts. Per-file events reach `progress` as the children send them."""
-    ctx = mp.get_context("spawn")  # fork is unsafe once torch or CUDA has started threads
+    ctx = mp.get_context("spawn")
     events = ctx.Queue()
     children = [ctx.Process(target=_child, args=(replace(s, shard=shard, processes=1, workers=threads), events),
                             daemon=True)

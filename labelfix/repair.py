@@ -69,7 +69,9 @@ class RepairSettings:
     overwrite: bool = False
     shard: tuple[int, int] | None = None  # (i, n): this process repairs the files with hash % n == i
     workers: int = 0                      # pipeline threads a process; 0 = one per CPU core, at most MAX_AUTO_WORKERS
-    processes: int = 0                    # 0 = auto: one per MAX_AUTO_WORKERS cores, if there are files enough
+    processes: int = 1                    # 0 = auto: one per MAX_AUTO_WORKERS cores, if there are files enough
+                                          # (the CLI's default; a library caller opts in, since more than one
+                                          # spawns processes that import its main module: see processes.py)
     precision: str = "auto"               # the model's: auto = bf16 where the device does it natively
     find_erasures: bool = True            # blind fill: read the outlines for erased blocks (erasure.py) and
                                           # dropped objects (objects.py) and repair them

@@ -56,3 +56,26 @@ def test_a_child_s_error_reaches_the_parent_as_one_line(job, tmp_path):
     s = RepairSettings(labels=labels, images=images, out=tmp_path / "out", bank=str(tmp_path / "no-bank"), device="cpu")
     with pytest.raises(LabelfixError, match="no-bank"):
         repair_in_processes(s, 2, threads=1, progress=lambda e: None)
+
+
+def test_the_command_picks_processes_and_the_library_keeps_one(monkeypatch, tmp_path):
+    import importlib
+
+    from typer.testing import CliRunner
+
+    from labelfix.cli import app
+
+    cli_repair = importlib.import_module("labelfix.cli.repair")  # the module; the package names its command so
+
+    seen = []
+
+    def capture(settings, progress):
+        seen.append(settings)
+        raise LabelfixError("stop here")
+
+    monkeypatch.setattr(cli_repair, "run_repair", capture)
+    (tmp_path / "l").mkdir(), (tmp_path / "i").mkdir()
+    CliRunner().invoke(app, ["repair", str(tmp_path / "l"), "--images", str(tmp_path / "i")])
+    CliRunner().invoke(app, ["repair", str(tmp_path / "l"), "--images", str(tmp_path / "i"), "--processes", "3"])
+    assert [s.processes for s in seen] == [0, 3]
+    assert RepairSettings(labels=tmp_path / "l", images=tmp_path / "i").processes == 1
