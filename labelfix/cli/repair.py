@@ -59,14 +59,15 @@ def repair(
                               min_confidence=min_confidence, device=device, batch_size=batch_size,
                               preview=preview, dry_run=dry_run, overwrite=overwrite, shard=_shard(shard),
                               workers=workers, processes=processes, precision=precision, find_erasures=erasures)
-    bar = Progress(TextColumn("repairing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
                    TimeRemainingColumn(), console=console, disable=quiet or as_json, transient=True)
     task = None
 
     def on_event(e: dict):
         nonlocal task
         if e["event"] == "start":
-            task = bar.add_task("repair", total=e["todo"], speed="")
+            processes = e.get("processes", 1)
+            task = bar.add_task("repairing" + (f" ({processes} processes)" if processes > 1 else ""), total=e["todo"], speed="")
             if e["skipped"] and not quiet:
                 console.print(f"{e['skipped']} files already in {e['out']}: skipped (--overwrite redoes them)")
         elif e["event"] == "file":
