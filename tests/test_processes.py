@@ -79,3 +79,31 @@ def test_the_command_picks_processes_and_the_library_keeps_one(monkeypatch, tmp_
     CliRunner().invoke(app, ["repair", str(tmp_path / "l"), "--images", str(tmp_path / "i"), "--processes", "3"])
     assert [s.processes for s in seen] == [0, 3]
     assert RepairSettings(labels=tmp_path / "l", images=tmp_path / "i").processes == 1
+
+
+def test_a_child_that_dies_ends_the_run_with_one_line(job, bank, tmp_path):
+    import multiprocessing as mp
+    import os
+    import signal
+    import threading
+    import time
+
+    labels, images = job
+    s = RepairSettings(labels=labels, images=images, out=tmp_path / "out", bank=str(bank), device="cpu")
+    raised = []
+
+    def run_parent():
+        try:
+            repair_in_processes(s, 2, threads=1, progress=lambda e: None)
+        except LabelfixError as e:
+            raised.append(str(e))
+
+    parent = threading.Thread(target=run_parent)
+    parent.start()
+    deadline = time.time() + 30
+    while not mp.active_children() and time.time() < deadline:  # killed while still importing torch
+        time.sleep(0.02)
+    os.kill(mp.active_children()[0].pid, signal.SIGKILL)
+    parent.join(60)
+    assert raised and "ended unexpectedly" in raised[0] and "resume" in raised[0]
+    assert not mp.active_children()  # the other child was ended too
