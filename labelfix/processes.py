@@ -51,7 +51,7 @@ def repair_in_processes(s: RepairSettings, n: int, threads: int, progress: Calla
     report parts. Per-file events reach `progress` as the children send them."""
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
-    children = [ctx.Process(target=_child, args=(replace(s, shard=shard, processes=1, workers=threads), events),
+    children = [ctx.Process(target=_child, args=(replace(s, shard=shard, workers=threads), events),
                             daemon=True)
                 for shard in sub_shards(s.shard, n)]
     for c in children:
