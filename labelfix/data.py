@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .classes import ClassSet, voc_palette
 from .errors import DataError, InputFileError
@@ -57,10 +57,26 @@ def read_label(path: Path) -> LabelFile:
     return LabelFile(values, mode, palette)
 
 
-def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; raises InputFileError with the reason."""
+# EXIF orientations that turn an image a quarter (transposed, rotated 90 or 270, transversed): its stored
+# width and height swap when it is shown upright
+_QUARTER_TURNS = (5, 6, 7, 8)
+_ORIENTATION_TAG = 0x0112
+
+
+def read_image(path: Path, label_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB; raises InputFileError with the reason.
+
+    label_shape: the (H, W) of the image's label. A camera stores a portrait photo sideways with an EXIF
+    orientation, and annotation tools label it as shown, upright: when the stored pixels do not have the
+    label's shape but the upright ones do, the upright image is returned. Otherwise the stored pixels, as
+    other loaders read them (a photo turned half-way keeps its shape: nothing tells which way it was
+    labelled)."""
     try:
         with Image.open(path) as im:
+            if (label_shape is not None and (im.height, im.width) != tuple(label_shape)
+                    and (im.width, im.height) == tuple(label_shape)
+                    and im.getexif().get(_ORIENTATION_TAG) in _QUARTER_TURNS):
+                im = ImageOps.exif_transpose(im)
             return np.array(im if im.mode == "RGB" else im.convert("RGB"))  # convert would copy an RGB image
     except FileNotFoundError:
         raise InputFileError(path, "does not exist") from None
@@ -126,8 +142,8 @@ def open_dataset(root: str | Path) -> Dataset:
 
 def load_pair(img_path: Path, label_path: Path, classes: ClassSet) -> tuple[np.ndarray, np.ndarray]:
     """(H, W, 3) uint8 image and (H, W) int64 label in model indices (-1 = unlabelled)."""
-    image = read_image(img_path)
     label = read_label(label_path).values
+    image = read_image(img_path, label.shape)
     if image.shape[:2] != label.shape:
         raise InputFileError(img_path, f"is {image.shape[1]}x{image.shape[0]} but its label is "
                                        f"{label.shape[1]}x{label.shape[0]}")

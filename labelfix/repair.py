@@ -204,7 +204,7 @@ def _prepare_one(path: Path, s: RepairSettings, bank: Bank) -> _Prepared:
         img_path = find_image(Path(s.images), path.stem)
         if img_path is None:
             raise InputFileError(path, f"no image named {path.stem}{{{','.join(IMAGE_EXTS)}}} in {s.images}")
-        image = read_image(img_path)
+        image = read_image(img_path, lab.values.shape)
         if image.shape[:2] != lab.values.shape:
             raise InputFileError(img_path, f"is {image.shape[1]}x{image.shape[0]} but its label {path.name} is "
                                            f"{lab.values.shape[1]}x{lab.values.shape[0]}")

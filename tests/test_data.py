@@ -1,6 +1,8 @@
+import numpy as np
 import torch
+from PIL import Image, ImageOps
 
-from labelfix.data import EpochTaggedSampler, TrainSamples, open_dataset
+from labelfix.data import EpochTaggedSampler, TrainSamples, open_dataset, read_image
 
 
 def test_crops_change_with_the_epoch_tag_even_in_persistent_workers(dataset):
@@ -35,3 +37,34 @@ def test_copy_paste_brings_another_samples_objects_and_keeps_the_default_crops(d
         # pasted pixels are objects or their void outline, never background
         assert ((lab_b[pasted_px] >= 1) | (lab_b[pasted_px] == -1)).all()
     assert changed > 0
+
+
+def sideways_photo(path, orientation):
+    """A 40 x 30 photo stored as taken, with an EXIF orientation saying how to show it upright."""
+    stored = np.zeros((30, 40, 3), np.uint8)
+    stored[:10, :20] = (250, 10, 10)  # a mark that tells the turn apart from a flip
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    im.save(path, exif=exif, quality=95)
+    return stored
+
+
+def test_a_sideways_photo_is_turned_upright_when_its_label_is(tmp_path):
+    path = tmp_path / "portrait.jpg"
+    sideways_photo(path, 6)  # shown turned 90 degrees: 30 wide, 40 high
+    with Image.open(path) as im:
+        upright = np.array(ImageOps.exif_transpose(im))
+        stored = np.array(im)
+    assert upright.shape == (40, 30, 3)
+    assert np.array_equal(read_image(path, (40, 30)), upright)  # labelled as shown
+    assert np.array_equal(read_image(path, (30, 40)), stored)  # labelled as stored
+    assert np.array_equal(read_image(path), stored)
+
+
+def test_a_photo_turned_half_way_keeps_its_stored_pixels(tmp_path):
+    path = tmp_path / "upside_down.jpg"
+    sideways_photo(path, 3)  # same shape either way: nothing says which way it was labelled
+    with Image.open(path) as im:
+        stored = np.array(im)
+    assert np.array_equal(read_image(path, (30, 40)), stored)

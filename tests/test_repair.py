@@ -190,6 +190,20 @@ def test_palette_png_keeps_mode_and_palette(dataset, bank, tmp_path):
     assert out.mode == "P" and out.getpalette() == im.getpalette()
 
 
+def test_a_photo_stored_sideways_is_repaired_against_its_upright_label(job, bank):
+    labels, images = job
+    stem = sorted(labels.iterdir())[0].stem
+    upright = Image.open(images / f"{stem}.jpg")
+    turned = upright.transpose(Image.Transpose.ROTATE_90)  # as a camera stores a portrait photo
+    exif = turned.getexif()
+    exif[0x0112] = 6  # show it turned back
+    turned.save(images / f"{stem}.jpg", exif=exif)
+    assert turned.size[::-1] == upright.size != turned.size
+    res = run(labels, images, bank, missing=(255,))
+    assert res.failed == 0
+    assert Image.open(res.out / f"{stem}.png").size == upright.size
+
+
 def test_bad_inputs_each_get_a_row_and_the_rest_is_repaired(job, bank, tmp_path):
     labels, images = job
     good = sorted(labels.iterdir())[0]
