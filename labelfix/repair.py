@@ -155,6 +155,23 @@ def check_settings(s: RepairSettings) -> Path:
     return out
 
 
+def check_label_folder(labels: Path, files: list[Path]) -> None:
+    """A folder without a single PNG is a wrong argument, not a batch of bad files: one usage error
+    instead of an error line for each of thousands of files."""
+    if any(f.suffix.lower() == ".png" for f in files):
+        return
+    if not files:
+        folders = sum(1 for p in labels.iterdir() if p.is_dir() and not p.name.startswith("."))
+        raise UsageError(f"{labels}: no label files in the folder" + (
+            f", only {folders} subfolder{'s' * (folders > 1)}; labelfix repairs the PNGs of one folder, "
+            "not of its subfolders" if folders else ""))
+    photos = sum(f.suffix.lower() in (".jpg", ".jpeg") for f in files)
+    if photos:
+        raise UsageError(f"{labels}: no .png label maps, but {photos} JPEG image{'s' * (photos > 1)}: "
+                         "are LABELS and --images the other way round?")
+    raise UsageError(f"{labels}: no .png label maps among its {len(files)} file{'s' * (len(files) > 1)}")
+
+
 def check_classes(labels: Path, bank: Bank) -> None:
     """A classes.json beside (or just above) the labels must agree with the bank's class list."""
     for f in (labels / "classes.json", labels.parent / "classes.json"):
@@ -315,8 +332,7 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool) -> 
     out = check_settings(s)
     labels = Path(s.labels)
     files = list_label_files(labels)
-    if not files:
-        raise UsageError(f"{labels}: no label files in the folder")
+    check_label_folder(labels, files)
     if s.shard is not None:
         files = [f for f in files if shard_of(f.name, s.shard[1]) == s.shard[0]]
     bank = load_bank(s.bank)

@@ -309,7 +309,16 @@ def test_usage_errors(job, bank, tmp_path):
         run(labels, images, bank, out=labels / "sub")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(UsageError, match="no label files"):
+    with pytest.raises(UsageError, match="no label files in the folder$"):
+        run(empty, images, bank)
+    (empty / "train").mkdir()
+    with pytest.raises(UsageError, match="only 1 subfolder; labelfix repairs the PNGs of one folder"):
+        run(empty, images, bank)
+    with pytest.raises(UsageError, match="no .png label maps, but 6 JPEG images: are LABELS and --images the other"):
+        run(images, labels, bank, out=tmp_path / "swapped")
+    assert not (tmp_path / "swapped").exists()
+    (empty / "notes.txt").write_text("not a label")
+    with pytest.raises(UsageError, match="no .png label maps among its 1 file$"):
         run(empty, images, bank)
     with pytest.raises(UsageError, match="labels folder not found"):
         run(tmp_path / "nope", images, bank)
