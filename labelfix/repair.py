@@ -219,6 +219,8 @@ def _prepare_one(path: Path, s: RepairSettings, bank: Bank) -> _Prepared:
             raise InputFileError(path, f"has values {bad[:8]} outside the bank's {classes.num_classes} classes "
                                        f"(0..{classes.num_classes - 1}) and ignore value {classes.ignore_index}")
         img_path = find_image(Path(s.images), path.stem)
+        if img_path is not None and img_path.resolve() == path.resolve():
+            img_path = None  # --images is the labels folder: the label is not its own image
         if img_path is None:
             raise InputFileError(path, f"no image named {path.stem}{{{','.join(IMAGE_EXTS)}}} in {s.images}")
         image = read_image(img_path, lab.values.shape)
@@ -332,6 +334,10 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool) -> 
     out = check_settings(s)
     labels = Path(s.labels)
     files = list_label_files(labels)
+    if Path(s.images).resolve() == labels.resolve():  # images beside their labels: the JPEGs are the images
+        files = [f for f in files if f.suffix.lower() not in (".jpg", ".jpeg")]
+        if files and not any(find_image(labels, f.stem) not in (None, f) for f in files[:100]):
+            raise UsageError(f"{s.images}: --images is the labels folder, and it holds no images of the labels")
     check_label_folder(labels, files)
     if s.shard is not None:
         files = [f for f in files if shard_of(f.name, s.shard[1]) == s.shard[0]]

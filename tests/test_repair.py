@@ -204,6 +204,21 @@ def test_a_photo_stored_sideways_is_repaired_against_its_upright_label(job, bank
     assert Image.open(res.out / f"{stem}.png").size == upright.size
 
 
+def test_images_beside_their_labels_in_one_folder(job, bank, tmp_path):
+    labels, images = job
+    with pytest.raises(UsageError, match="--images is the labels folder, and it holds no images"):
+        run(labels, labels, bank, out=tmp_path / "alone")  # never the label as its own image
+    for jpg in images.iterdir():
+        shutil.copy(jpg, labels)
+    res = run(labels, labels, bank, missing=(255,), out=tmp_path / "beside")
+    assert res.failed == 0 and len(res.rows) == 6  # the JPEGs are images, not bad labels
+    assert sorted(p.name for p in (tmp_path / "beside").glob("*.png")) == sorted(p.name for p in labels.glob("*.png"))
+    lonely = sorted(labels.glob("*.jpg"))[0]
+    lonely.unlink()
+    rows = {r.file: r for r in run(labels, labels, bank, missing=(255,), out=tmp_path / "beside", overwrite=True).rows}
+    assert rows[f"{lonely.stem}.png"].status == "failed" and "no image named" in rows[f"{lonely.stem}.png"].error
+
+
 def test_bad_inputs_each_get_a_row_and_the_rest_is_repaired(job, bank, tmp_path):
     labels, images = job
     good = sorted(labels.iterdir())[0]
