@@ -27,7 +27,7 @@ from PIL import Image
 from . import __version__
 from .bank import Bank, atomic_write_bytes, load_bank
 from .classes import ClassSet, cityscapes_to_train_ids, is_cityscapes_label_ids, train_ids_to_cityscapes
-from .data import IMAGE_EXTS, LabelFile, find_image, read_image, read_label
+from .data import IMAGE_EXTS, PHOTO_EXTS, LabelFile, find_image, read_image, read_label
 from .device import pick_device, resolve_precision
 from .erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline, outline_lines
 from .errors import InputFileError, UsageError
@@ -165,9 +165,10 @@ def check_label_folder(labels: Path, files: list[Path]) -> None:
         raise UsageError(f"{labels}: no label files in the folder" + (
             f", only {folders} subfolder{'s' * (folders > 1)}; labelfix repairs the PNGs of one folder, "
             "not of its subfolders" if folders else ""))
-    photos = sum(f.suffix.lower() in (".jpg", ".jpeg") for f in files)
+    photos = sum(f.suffix.lower() in PHOTO_EXTS for f in files)
     if photos:
-        raise UsageError(f"{labels}: no .png label maps, but {photos} JPEG image{'s' * (photos > 1)}: "
+        raise UsageError(f"{labels}: no .png label maps, but {photos} image{'s' * (photos > 1)} "
+                         f"({', '.join(sorted({f.suffix.lower() for f in files if f.suffix.lower() in PHOTO_EXTS}))}): "
                          "are LABELS and --images the other way round?")
     raise UsageError(f"{labels}: no .png label maps among its {len(files)} file{'s' * (len(files) > 1)}")
 
@@ -334,8 +335,8 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool) -> 
     out = check_settings(s)
     labels = Path(s.labels)
     files = list_label_files(labels)
-    if Path(s.images).resolve() == labels.resolve():  # images beside their labels: the JPEGs are the images
-        files = [f for f in files if f.suffix.lower() not in (".jpg", ".jpeg")]
+    if Path(s.images).resolve() == labels.resolve():  # images beside their labels: the photos are the images
+        files = [f for f in files if f.suffix.lower() not in PHOTO_EXTS]
         if files and not any(find_image(labels, f.stem) not in (None, f) for f in files[:100]):
             raise UsageError(f"{s.images}: --images is the labels folder, and it holds no images of the labels")
     check_label_folder(labels, files)

@@ -219,6 +219,16 @@ def test_images_beside_their_labels_in_one_folder(job, bank, tmp_path):
     assert rows[f"{lonely.stem}.png"].status == "failed" and "no image named" in rows[f"{lonely.stem}.png"].error
 
 
+def test_images_of_other_kinds_pair_with_their_labels(job, bank):
+    labels, images = job
+    jpgs = sorted(images.glob("*.jpg"))
+    for jpg, ext in zip(jpgs, (".webp", ".tif", ".bmp")):
+        Image.open(jpg).save(jpg.with_suffix(ext))
+        jpg.unlink()
+    res = run(labels, images, bank, missing=(255,))
+    assert res.failed == 0 and len(res.rows) == 6
+
+
 def test_bad_inputs_each_get_a_row_and_the_rest_is_repaired(job, bank, tmp_path):
     labels, images = job
     good = sorted(labels.iterdir())[0]
@@ -329,7 +339,7 @@ def test_usage_errors(job, bank, tmp_path):
     (empty / "train").mkdir()
     with pytest.raises(UsageError, match="only 1 subfolder; labelfix repairs the PNGs of one folder"):
         run(empty, images, bank)
-    with pytest.raises(UsageError, match="no .png label maps, but 6 JPEG images: are LABELS and --images the other"):
+    with pytest.raises(UsageError, match=r"no .png label maps, but 6 images \(.jpg\): are LABELS and --images the other"):
         run(images, labels, bank, out=tmp_path / "swapped")
     assert not (tmp_path / "swapped").exists()
     (empty / "notes.txt").write_text("not a label")
