@@ -4,7 +4,8 @@ Each val label of a VOC-layout dataset is damaged four ways, written as palette 
 library's `repair()` (the same path as the command), and scored against the original label with
 dataset-level confusion matrices (void excluded):
 
-  missing-blocks   ~30% of the image in random blocks set to 255, repaired with --missing 255
+  missing-blocks   ~30% of the image in random blocks set to 255, repaired with --missing 255 (5 to 15
+                   blocks; `--block-area 0.1` makes them blocks of 10% of the image each)
   paper-cells      the 50% most-background cells of a 14 x 14 grid set to 255, --missing 255
   zero-blocks      the same blocks set to 0 (background), blind repair
   dropped-objects  about half of the objects (classes of an image) set to background, blind repair
@@ -42,11 +43,17 @@ from labelfix.repair import RepairSettings, repair
 IGNORE = 255
 
 
-def blocks(shape, rng, coverage=0.3):
+def blocks(shape, rng, coverage=0.3, area=None):
+    """Random blocks until `coverage` of the label is covered: each side 12-30% of the label's (5 to 15
+    blocks, 9 on most labels), or with `area`, blocks of that share of the label each (aspect 0.7-1.4)."""
     H, W = shape
     m = np.zeros(shape, bool)
-    while m.mean() < coverage:
-        h, w = int(H * rng.uniform(0.12, 0.3)), int(W * rng.uniform(0.12, 0.3))
+    while m.mean() < (coverage if area is None else coverage - 0.01):
+        if area is None:
+            h, w = int(H * rng.uniform(0.12, 0.3)), int(W * rng.uniform(0.12, 0.3))
+        else:
+            h = min(H, int(round(np.sqrt(area * H * W * rng.uniform(0.7, 1.4)))))
+            w = min(W, int(round(area * H * W / max(h, 1))))
         y, x = rng.integers(0, H - h + 1), rng.integers(0, W - w + 1)
         m[y:y + h, x:x + w] = True
     return m
@@ -69,9 +76,10 @@ def drop_objects(label, rng):
     return dropped
 
 
-def damage_all(pairs, seed, side=None, folder=None):
+def damage_all(pairs, seed, side=None, folder=None, block_area=None):
     """The four damaged versions of every label. With `side`, image and label are first brought to that
-    longer side (bicubic, nearest; the images written to `folder`), e.g. 500 for VOC's original size."""
+    longer side (bicubic, nearest; the images written to `folder`), e.g. 500 for VOC's original size;
+    with `block_area`, the blocks are each that share of the label (`blocks`)."""
     rng = np.random.default_rng(seed)
     out = []
     for img_path, lab_path in pairs:
@@ -83,7 +91,7 @@ def damage_all(pairs, seed, side=None, folder=None):
             img_path = Path(folder) / img_path.name
             im.resize(size, Image.BICUBIC).save(img_path, quality=95)
             lab = np.array(Image.fromarray(lab).resize(size, Image.NEAREST))
-        b = blocks(lab.shape, rng)
+        b = blocks(lab.shape, rng, area=block_area)
         out.append({
             "stem": lab_path.stem, "image": Path(img_path), "truth": lab, "palette": lf.palette,
             "missing-blocks": (np.where(b, IGNORE, lab), b),
@@ -165,6 +173,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--side", type=int, default=None, help="bring images and labels to this longer side first "
                                                           "(e.g. 500, VOC's original size)")
+    ap.add_argument("--block-area", type=float, default=None,
+                    help="blocks of this share of the label each (0.1: about 3 blocks), not 5-15 smaller ones")
     ap.add_argument("--no-crf", action="store_true")
     ap.add_argument("--cases", default="missing-blocks,paper-cells,zero-blocks,dropped-objects")
     ap.add_argument("--json", default=None)
@@ -174,7 +184,7 @@ def main():
     crf = crf_available() and not a.no_crf
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        items = damage_all(ds.pairs(a.split)[a.skip:][: a.limit], a.seed, a.side, tmp)
+        items = damage_all(ds.pairs(a.split)[a.skip:][: a.limit], a.seed, a.side, tmp, a.block_area)
         for case in a.cases.split(","):
             row = run_case(items, case, a.bank, Path(tmp), case in ("missing-blocks", "paper-cells"), crf, K)
             rows.append(row)
@@ -185,7 +195,7 @@ def main():
             print(f"{case:16s} mIoU on damaged pixels: {figures}{extra}  ({row['repair_images_per_s']} img/s)", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps({"data": a.data, "split": a.split, "bank": a.bank, "seed": a.seed,
-                                            "crf": crf, "rows": rows}, indent=2))
+                                            "block_area": a.block_area, "crf": crf, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
