@@ -74,8 +74,7 @@ def read_image(path: Path, label_shape: tuple[int, int] | None = None) -> np.nda
     labelled)."""
     try:
         with Image.open(path) as im:
-            if (label_shape is not None and (im.height, im.width) != tuple(label_shape)
-                    and (im.width, im.height) == tuple(label_shape)
+            if (label_shape is not None and (im.width, im.height) == tuple(label_shape) != (im.height, im.width)
                     and im.getexif().get(_ORIENTATION_TAG) in _QUARTER_TURNS):
                 im = ImageOps.exif_transpose(im)
             return np.array(im if im.mode == "RGB" else im.convert("RGB"))  # convert would copy an RGB image

@@ -165,11 +165,10 @@ def check_label_folder(labels: Path, files: list[Path]) -> None:
         raise UsageError(f"{labels}: no label files in the folder" + (
             f", only {folders} subfolder{'s' * (folders > 1)}; labelfix repairs the PNGs of one folder, "
             "not of its subfolders" if folders else ""))
-    photos = sum(f.suffix.lower() in PHOTO_EXTS for f in files)
+    photos = [f.suffix.lower() for f in files if f.suffix.lower() in PHOTO_EXTS]
     if photos:
-        raise UsageError(f"{labels}: no .png label maps, but {photos} image{'s' * (photos > 1)} "
-                         f"({', '.join(sorted({f.suffix.lower() for f in files if f.suffix.lower() in PHOTO_EXTS}))}): "
-                         "are LABELS and --images the other way round?")
+        raise UsageError(f"{labels}: no .png label maps, but {len(photos)} image{'s' * (len(photos) > 1)} "
+                         f"({', '.join(sorted(set(photos)))}): are LABELS and --images the other way round?")
     raise UsageError(f"{labels}: no .png label maps among its {len(files)} file{'s' * (len(files) > 1)}")
 
 
@@ -335,11 +334,12 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool) -> 
     out = check_settings(s)
     labels = Path(s.labels)
     files = list_label_files(labels)
-    if Path(s.images).resolve() == labels.resolve():  # images beside their labels: the photos are the images
+    beside = Path(s.images).resolve() == labels.resolve()  # images beside their labels: the photos are images
+    if beside:
         files = [f for f in files if f.suffix.lower() not in PHOTO_EXTS]
-        if files and not any(find_image(labels, f.stem) not in (None, f) for f in files[:100]):
-            raise UsageError(f"{s.images}: --images is the labels folder, and it holds no images of the labels")
     check_label_folder(labels, files)
+    if beside and not any(find_image(labels, f.stem) not in (None, f) for f in files[:100]):
+        raise UsageError(f"{s.images}: --images is the labels folder, and it holds no images of the labels")
     if s.shard is not None:
         files = [f for f in files if shard_of(f.name, s.shard[1]) == s.shard[0]]
     bank = load_bank(s.bank)

@@ -339,7 +339,7 @@ def test_usage_errors(job, bank, tmp_path):
     (empty / "train").mkdir()
     with pytest.raises(UsageError, match="only 1 subfolder; labelfix repairs the PNGs of one folder"):
         run(empty, images, bank)
-    with pytest.raises(UsageError, match=r"no .png label maps, but 6 images \(.jpg\): are LABELS and --images the other"):
+    with pytest.raises(UsageError, match=r"no .png label maps, but 6 images \(.jpg\): are LABELS and --images"):
         run(images, labels, bank, out=tmp_path / "swapped")
     assert not (tmp_path / "swapped").exists()
     (empty / "notes.txt").write_text("not a label")
