@@ -26,7 +26,8 @@ def _shard(text: Optional[str]):
 @handle_errors
 def repair(
     labels: Path = typer.Argument(..., help="Folder of label PNGs (palette or index)."),
-    images: Path = typer.Option(None, "--images", help="Folder of the matching images (same file stems)."),
+    images: Path = typer.Option(None, "--images", help="Folder of the matching images (same file stems; .jpg, "
+                                                       ".png, .webp, .tif, .bmp); may be LABELS itself."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: <LABELS>-repaired)."),
     bank: Optional[str] = typer.Option(None, "--bank", help="Bank folder or hf://ORG/REPO (default: the bundled VOC bank)."),
     missing: list[int] = typer.Option([], "--missing", help="A value that marks unlabelled pixels; fill exactly those. Repeatable."),
