@@ -94,6 +94,26 @@ def find_image(images_dir: Path, stem: str) -> Path | None:
     return None
 
 
+def images_folder_candidates(labels: Path) -> list[Path]:
+    """Where the common layouts keep the images of a folder of labels, in the order looked at: VOC
+    (SegmentationClass beside JPEGImages), images/ beside labels/, ADE20K (annotations/training beside
+    images/training), and the labels folder itself."""
+    labels = Path(labels)
+    parent, grand = labels.parent, labels.parent.parent
+    return [parent / "JPEGImages", parent / "images", grand / "images" / labels.name,
+            grand / "JPEGImages" / labels.name, labels]
+
+
+def guess_images_folder(labels: Path) -> Path | None:
+    """The first of `images_folder_candidates` that holds the image of a label of the folder (the first few
+    labels are tried), or None."""
+    first = sorted(Path(labels).glob("*.png"))[:8]
+    for folder in images_folder_candidates(labels):
+        if folder.is_dir() and any(find_image(folder, label.stem) not in (None, label) for label in first):
+            return folder  # (a label is not its own image)
+    return None
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A dataset folder: its class set and, per split, (image path, label path) pairs."""

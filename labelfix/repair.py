@@ -27,7 +27,8 @@ from PIL import Image
 from . import __version__
 from .bank import Bank, atomic_write_bytes, load_bank
 from .classes import ClassSet, cityscapes_to_train_ids, is_cityscapes_label_ids, train_ids_to_cityscapes
-from .data import IMAGE_EXTS, PHOTO_EXTS, LabelFile, find_image, read_image, read_label
+from .data import (IMAGE_EXTS, PHOTO_EXTS, LabelFile, find_image, guess_images_folder, images_folder_candidates,
+                   read_image, read_label)
 from .device import pick_device, resolve_precision
 from .erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline, outline_lines
 from .errors import InputFileError, UsageError
@@ -54,7 +55,7 @@ PIXELS_IN_FLIGHT = 32_000_000
 @dataclass(frozen=True)
 class RepairSettings:
     labels: Path
-    images: Path
+    images: Path | None = None  # None: where common layouts keep them (data.guess_images_folder)
     out: Path | None = None
     bank: str | None = None
     missing: tuple[int, ...] = ()
@@ -126,10 +127,23 @@ def list_label_files(labels: Path) -> list[Path]:
     return sorted(p for p in labels.iterdir() if not p.name.startswith(".") and p.is_file())
 
 
+def with_images(s: RepairSettings) -> RepairSettings:
+    """The settings with their images folder: as given, or found where common layouts keep the images of
+    the labels (unchanged, None, if there is none there)."""
+    if s.images is not None or not Path(s.labels).is_dir():
+        return s
+    found = guess_images_folder(Path(s.labels))
+    return s if found is None else replace(s, images=found)
+
+
 def check_settings(s: RepairSettings) -> Path:
-    labels, images = Path(s.labels), Path(s.images)
+    labels = Path(s.labels)
     if not labels.is_dir():
         raise UsageError(f"{labels}: labels folder not found")
+    if s.images is None:
+        looked = ", ".join(str(p) for p in images_folder_candidates(labels))
+        raise UsageError(f"--images is required: no images of the labels where datasets keep them ({looked})")
+    images = Path(s.images)
     if not images.is_dir():
         raise UsageError(f"{images}: images folder not found")
     out = Path(s.out) if s.out else default_out(labels)
@@ -331,6 +345,7 @@ def repair_part(s: RepairSettings, progress: Callable[[dict], None]) -> RepairRe
 
 
 def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool) -> RepairResult:
+    s = with_images(s)
     out = check_settings(s)
     labels = Path(s.labels)
     files = list_label_files(labels)
@@ -362,7 +377,7 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool) -> 
     processes = max(1, min(s.processes or auto_processes(len(todo), MAX_AUTO_WORKERS, cores), len(todo)))
     runtime = {"device": str(device), "precision": resolve_precision(s.precision, device), "processes": processes}
     progress({"event": "start", "files": len(files), "todo": len(todo), "skipped": len(files) - len(todo),
-              "out": str(out), **runtime})
+              "out": str(out), "images": str(s.images), **runtime})
     t_start = time.perf_counter()
 
     if processes > 1:

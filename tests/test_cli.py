@@ -40,6 +40,21 @@ def test_repair_exit_codes(dataset, bank, tmp_path):
     assert r.exit_code == 2 and "--processes" in r.output
 
 
+def test_repair_finds_the_images_where_the_layout_keeps_them(dataset, bank, tmp_path):
+    labels, images = make_job(dataset, tmp_path)  # labels/ beside images/
+    r = runner.invoke(app, ["repair", str(labels), "--bank", str(bank), "--device", "cpu", "--missing", "255"])
+    assert r.exit_code == 0, r.output
+    assert f"images: {images}  (found beside the labels" in r.output
+    report = json.loads((tmp_path / "labels-repaired" / "report.json").read_text())
+    assert report["settings"]["images"] == str(images) and report["totals"]["failed"] == 0
+    lonely = tmp_path / "elsewhere" / "labels"
+    lonely.mkdir(parents=True)
+    shutil.copy(next(labels.glob("*.png")), lonely)
+    r = runner.invoke(app, ["repair", str(lonely), "--bank", str(bank)])
+    assert r.exit_code == 2 and "--images is required: no images of the labels where datasets keep them" in r.output
+    assert not (tmp_path / "elsewhere" / "labels-repaired").exists()
+
+
 def test_repair_in_each_precision_records_it(dataset, bank, tmp_path):
     labels, images = make_job(dataset, tmp_path)
     for precision in ("fp32", "bf16"):  # bf16 runs on any CPU, natively or not

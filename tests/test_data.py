@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from labelfix.data import EpochTaggedSampler, TrainSamples, open_dataset, read_image
+from labelfix.data import EpochTaggedSampler, TrainSamples, guess_images_folder, open_dataset, read_image
 
 
 def test_crops_change_with_the_epoch_tag_even_in_persistent_workers(dataset):
@@ -68,3 +68,26 @@ def test_a_photo_turned_half_way_keeps_its_stored_pixels(tmp_path):
     with Image.open(path) as im:
         stored = np.array(im)
     assert np.array_equal(read_image(path, (30, 40)), stored)
+
+
+def test_the_images_folder_is_found_where_common_layouts_keep_it(tmp_path):
+    def layout(labels_at, images_at, image="a.jpg"):
+        labels, images = tmp_path / labels_at, tmp_path / images_at
+        labels.mkdir(parents=True, exist_ok=True)
+        images.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (4, 4)).save(labels / "a.png")
+        Image.new("RGB", (4, 4)).save(images / image)
+        return labels, images
+
+    for labels_at, images_at in [("voc/SegmentationClass", "voc/JPEGImages"), ("gen/labels", "gen/images"),
+                                 ("ade/annotations/training", "ade/images/training"), ("mixed", "mixed")]:
+        labels, images = layout(labels_at, images_at)
+        assert guess_images_folder(labels) == images, labels_at
+    labels, _ = layout("other/labels", "other/pictures")
+    assert guess_images_folder(labels) is None
+    labels, _ = layout("alone/labels", "alone/images", image="b.jpg")  # no image of its labels there
+    assert guess_images_folder(labels) is None
+    labels = tmp_path / "self"
+    labels.mkdir()
+    Image.new("L", (4, 4)).save(labels / "a.png")
+    assert guess_images_folder(labels) is None  # a label is not its own image

@@ -27,7 +27,8 @@ def _shard(text: Optional[str]):
 def repair(
     labels: Path = typer.Argument(..., help="Folder of label PNGs (palette or index)."),
     images: Path = typer.Option(None, "--images", help="Folder of the matching images (same file stems; .jpg, "
-                                                       ".png, .webp, .tif, .bmp); may be LABELS itself."),
+                                                       ".png, .webp, .tif, .bmp); may be LABELS itself. Default: "
+                                                       "where VOC, ADE20K and images/ + labels/ layouts keep them."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: <LABELS>-repaired)."),
     bank: Optional[str] = typer.Option(None, "--bank", help="Bank folder or hf://ORG/REPO (default: the bundled VOC bank)."),
     missing: list[int] = typer.Option([], "--missing", help="A value that marks unlabelled pixels; fill exactly those. Repeatable."),
@@ -53,8 +54,6 @@ def repair(
         path = merge_reports(target)
         print(path.parent if quiet else f"merged into {path}")
         return
-    if images is None:
-        raise UsageError("--images is required: the folder of images that match the labels")
     settings = RepairSettings(labels=labels, images=images, out=out, bank=bank, missing=tuple(missing),
                               ratio=None if ratio == "auto" else _float(ratio, "--ratio"), policy=policy,
                               min_confidence=min_confidence, device=device, batch_size=batch_size,
@@ -69,6 +68,8 @@ def repair(
         if e["event"] == "start":
             processes = e.get("processes", 1)
             task = bar.add_task("repairing" + (f" ({processes} processes)" if processes > 1 else ""), total=e["todo"], speed="")
+            if images is None and not quiet:
+                console.print(f"images: {e['images']}  (found beside the labels; --images chooses)", markup=False)
             if e["skipped"] and not quiet:
                 console.print(f"{e['skipped']} files already in {e['out']}: skipped (--overwrite redoes them)")
         elif e["event"] == "file":
