@@ -44,7 +44,7 @@ def test_repair_finds_the_images_where_the_layout_keeps_them(dataset, bank, tmp_
     labels, images = make_job(dataset, tmp_path)  # labels/ beside images/
     r = runner.invoke(app, ["repair", str(labels), "--bank", str(bank), "--device", "cpu", "--missing", "255"])
     assert r.exit_code == 0, r.output
-    assert f"images: {images}  (found beside the labels" in r.output
+    assert f"images: {images}  (found where the layout keeps them" in r.output
     report = json.loads((tmp_path / "labels-repaired" / "report.json").read_text())
     assert report["settings"]["images"] == str(images) and report["totals"]["failed"] == 0
     lonely = tmp_path / "elsewhere" / "labels"

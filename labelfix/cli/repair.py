@@ -69,7 +69,7 @@ def repair(
             processes = e.get("processes", 1)
             task = bar.add_task("repairing" + (f" ({processes} processes)" if processes > 1 else ""), total=e["todo"], speed="")
             if images is None and not quiet:
-                console.print(f"images: {e['images']}  (found beside the labels; --images chooses)", markup=False)
+                console.print(f"images: {e['images']}  (found where the layout keeps them; --images chooses)", markup=False)
             if e["skipped"] and not quiet:
                 console.print(f"{e['skipped']} files already in {e['out']}: skipped (--overwrite redoes them)")
         elif e["event"] == "file":
