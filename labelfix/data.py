@@ -104,13 +104,18 @@ def images_folder_candidates(labels: Path) -> list[Path]:
             grand / "JPEGImages" / labels.name, labels]
 
 
+def holds_images_of(folder: Path, labels: list[Path]) -> bool:
+    """Whether `folder` holds the image of one of `labels` (a label is not its own image)."""
+    return any(find_image(folder, label.stem) not in (None, label) for label in labels)
+
+
 def guess_images_folder(labels: Path) -> Path | None:
     """The first of `images_folder_candidates` that holds the image of a label of the folder (the first few
     labels are tried), or None."""
     first = sorted(Path(labels).glob("*.png"))[:8]
     for folder in images_folder_candidates(labels):
-        if folder.is_dir() and any(find_image(folder, label.stem) not in (None, label) for label in first):
-            return folder  # (a label is not its own image)
+        if folder.is_dir() and holds_images_of(folder, first):
+            return folder
     return None
 
 

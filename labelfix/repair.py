@@ -27,8 +27,8 @@ from PIL import Image
 from . import __version__
 from .bank import Bank, atomic_write_bytes, load_bank
 from .classes import ClassSet, cityscapes_to_train_ids, is_cityscapes_label_ids, train_ids_to_cityscapes
-from .data import (IMAGE_EXTS, PHOTO_EXTS, LabelFile, find_image, guess_images_folder, images_folder_candidates,
-                   read_image, read_label)
+from .data import (IMAGE_EXTS, PHOTO_EXTS, LabelFile, find_image, guess_images_folder, holds_images_of,
+                   images_folder_candidates, read_image, read_label)
 from .device import pick_device, resolve_precision
 from .erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline, outline_lines
 from .errors import InputFileError, UsageError
@@ -353,7 +353,7 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool) -> 
     if beside:
         files = [f for f in files if f.suffix.lower() not in PHOTO_EXTS]
     check_label_folder(labels, files)
-    if beside and not any(find_image(labels, f.stem) not in (None, f) for f in files[:100]):
+    if beside and not holds_images_of(labels, files[:100]):
         raise UsageError(f"{s.images}: --images is the labels folder, and it holds no images of the labels")
     if s.shard is not None:
         files = [f for f in files if shard_of(f.name, s.shard[1]) == s.shard[0]]
