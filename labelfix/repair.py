@@ -210,6 +210,7 @@ class _Prepared:
     image: np.ndarray | None = None
     model_input: ModelInput | None = None
     allowed: np.ndarray | None = None
+    unknown_share: float = 0.0           # of the pixels, those the model did not see labelled
     t0: float = 0.0
 
 
@@ -265,6 +266,10 @@ def _prepare_one(path: Path, s: RepairSettings, bank: Bank) -> _Prepared:
                     index = np.where(item.restored, restored, index)  # known objects from here on
                     item.row.restored_pixels = int(item.restored.sum())
         model_index = index if erased is None else np.where(erased, -1, index)  # erased: unknown to the model
+        unknown = model_index < 0
+        if unknown.all():
+            raise InputFileError(path, "has no labelled pixel: nothing to complete it from")
+        item.unknown_share = float(unknown.mean())
         item.row.background_fraction = round(background_fraction(original, classes.background_index), 4)
         mi, allowed = prepare(image, model_index, bank, missing=missing, ratio=s.ratio, policy=s.policy)
         item.label, item.index, item.image, item.model_input, item.allowed = lab, index, image, mi, allowed
@@ -320,7 +325,9 @@ def _finish_one(item: _Prepared, probs, s: RepairSettings, bank: Bank, out: Path
     row.needs_review = bool((review_confidence is not None and review_confidence < s.review_below)
                             or held_back > 0.2 * max(int(allowed.sum()), 1)
                             or (row.orphaned_outline or 0.0) >= REVIEW_ORPHANED
-                            or row.restored_pixels > 0)  # a dropped object's class is the namer's guess
+                            or row.restored_pixels > 0  # a dropped object's class is the namer's guess
+                            # more of the label unknown than the bank learned to complete
+                            or item.unknown_share > max(bank.ratios))
     row.status = "repaired" if row.pixels_changed else "unchanged"
     if not s.dry_run:
         atomic_write_bytes(out / item.path.name, encode_label(new_values, item.label))

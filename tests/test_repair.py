@@ -265,6 +265,28 @@ def test_bad_inputs_each_get_a_row_and_the_rest_is_repaired(job, bank, tmp_path)
                                 "classes_added", "mean_confidence", "needs_review", "seconds", "error"}
 
 
+def test_a_label_with_nothing_labelled_fails_and_a_mostly_unknown_one_goes_to_review(job, bank):
+    labels, images = job
+    good = sorted(labels.iterdir())[0]
+    lab = np.array(Image.open(good))
+    for name, values in {"never_labelled": np.full_like(lab, 255),
+                         "mostly_missing": np.where(np.arange(lab.shape[0])[:, None] < lab.shape[0] // 5, lab, 255),
+                         "a_third_missing": np.where(np.arange(lab.shape[0])[:, None] < lab.shape[0] // 3, 255, lab)
+                         }.items():
+        Image.fromarray(values.astype(np.uint8), mode="L").save(labels / f"{name}.png")
+        shutil.copy(images / f"{good.stem}.jpg", images / f"{name}.jpg")
+    for missing in ((255,), ()):  # given as missing, or unlabelled in blind repair
+        # review_below 0: only how much of a label is unknown can send it to review here
+        res = run(labels, images, bank, missing=missing, review_below=0.0, overwrite=True)
+        rows = {r.file: r for r in res.rows}
+        assert rows["never_labelled.png"].status == "failed"
+        assert "no labelled pixel" in rows["never_labelled.png"].error
+        assert not (res.out / "never_labelled.png").exists()
+        assert rows["mostly_missing.png"].status == "repaired" and rows["mostly_missing.png"].needs_review
+        assert rows["a_third_missing.png"].status == "repaired" and not rows["a_third_missing.png"].needs_review
+        assert res.failed == 1
+
+
 def test_a_small_pixel_budget_takes_one_file_at_a_time_with_the_same_results(job, bank, monkeypatch):
     import labelfix.repair as repair_module
 
