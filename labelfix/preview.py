@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 from PIL import Image
@@ -74,22 +75,36 @@ def write_preview_images(folder: Path, stem: str, image, old_values, new_values,
 
 
 def write_preview_page(out: Path, rows) -> Path:
-    done = [r for r in rows if r.status in ("repaired", "unchanged")]
-    done.sort(key=lambda r: (not r.needs_review, -(r.pixels_changed or 0)))
+    """preview.html in `out`: every label with pictures (this run's, and those an earlier run drew of the
+    files a resumed run skipped), those that need review first, then the files that failed and why."""
+    def has_pictures(r) -> bool:
+        return (out / "preview" / f"{Path(r.file).stem}.after.jpg").exists()
+
+    shown = [r for r in rows if r.status in ("repaired", "unchanged") or (r.status == "skipped" and has_pictures(r))]
+    shown.sort(key=lambda r: (not r.needs_review, -(r.pixels_changed or 0)))
+    undrawn = sum(r.status == "skipped" and not has_pictures(r) for r in rows)
+    failed = [r for r in rows if r.status == "failed"]
     parts = ["<!doctype html><meta charset='utf-8'><title>labelfix review</title>",
              "<style>body{font-family:sans-serif;margin:1em}figure{display:inline-block;margin:4px}"
              ".row{border-bottom:1px solid #ccc;padding:6px}.review{background:#fff3e0}</style>",
-             f"<h1>labelfix review</h1><p>{len(done)} images; "
-             f"{sum(r.needs_review for r in done)} need review (listed first). Grey: unlabelled; magenta outline: the pixels labelfix changed.</p>"]
-    for r in done:
-        stem = html.escape(Path(r.file).stem)
+             f"<h1>labelfix review</h1><p>{len(shown)} images; "
+             f"{sum(bool(r.needs_review) for r in shown)} need review (listed first). Grey: unlabelled; magenta "
+             "outline: the pixels labelfix changed."
+             + (f" {len(failed)} failed (listed last)." if failed else "")
+             + (f" {undrawn} labels repaired by an earlier run without --preview have no pictures "
+                "(--overwrite redoes them)." if undrawn else "") + "</p>"]
+    for r in shown:
+        src = "preview/" + quote(Path(r.file).stem)  # a name may hold '#', '?' or spaces
         conf = "" if r.mean_confidence is None else f", mean confidence {r.mean_confidence:.2f}"
         cls = " review" if r.needs_review else ""
         parts.append(f"<div class='row{cls}'><b>{html.escape(r.file)}</b>: {r.pixels_changed} pixels changed{conf}"
                      f"{', added ' + html.escape(r.classes_added) if r.classes_added else ''}"
                      f"{' &mdash; <b>needs review</b>' if r.needs_review else ''}<br>"
-                     f"<figure><img src='preview/{stem}.before.jpg'><figcaption>before</figcaption></figure>"
-                     f"<figure><img src='preview/{stem}.after.jpg'><figcaption>after</figcaption></figure></div>")
+                     f"<figure><img loading='lazy' src='{src}.before.jpg'><figcaption>before</figcaption></figure>"
+                     f"<figure><img loading='lazy' src='{src}.after.jpg'><figcaption>after</figcaption></figure></div>")
+    if failed:
+        parts.append("<h2>Failed</h2><ul>" + "".join(f"<li><b>{html.escape(r.file)}</b>: {html.escape(r.error or '')}</li>"
+                                                     for r in failed) + "</ul>")
     page = out / "preview.html"
     atomic_write_bytes(page, "\n".join(parts).encode())
     return page

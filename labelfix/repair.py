@@ -410,7 +410,7 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool) -> 
     seconds = time.perf_counter() - t_start
     totals = _totals(rows, seconds)
     report_path = write_report(out, s, bank, rows, totals, runtime)
-    if page and not s.dry_run:
+    if page and not s.dry_run and s.shard is None:  # a shard's page would hide the others': --merge-reports writes it
         from .preview import write_preview_page
         write_preview_page(out, rows)
     progress({"event": "done", "totals": totals})
@@ -567,16 +567,18 @@ def _report_rows(report: dict) -> list[ImageRow]:
 
 
 def merge_reports(out: Path) -> Path:
-    """Join the shard reports of one output folder into report.json and report.csv."""
+    """Join the shard reports of one output folder into report.json and report.csv, and preview.html if the
+    shards drew pictures (--preview)."""
     out = Path(out)
     parts = sorted(out.glob("report.shard-*-of-*.json"))
     if not parts:
         raise UsageError(f"{out}: no shard reports (report.shard-I-of-N.json) to merge")
-    rows, first = [], None
+    rows, first, drew = [], None, False
     for p in parts:
         d = json.loads(p.read_text())
         first = first or d
         rows += d["rows"]
+        drew |= bool(d["settings"].get("preview")) and not d["settings"].get("dry_run")
     rows.sort(key=lambda r: r["file"])
     objs = _report_rows({"rows": rows})
     seconds = max(json.loads(p.read_text())["totals"]["seconds"] for p in parts)
@@ -587,4 +589,7 @@ def merge_reports(out: Path) -> Path:
     report["rows"] = rows
     atomic_write_bytes(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
     atomic_write_bytes(out / "report.csv", _csv_bytes(objs))
+    if drew:  # the shards drew pictures: one page for them all
+        from .preview import write_preview_page
+        write_preview_page(out, objs)
     return out / "report.json"

@@ -2,6 +2,7 @@ import csv
 import json
 import shutil
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -331,6 +332,28 @@ def test_resume_skips_finished_files_unless_overwrite(job, bank):
     assert all(r.status != "skipped" for r in third.rows)
 
 
+def test_the_review_page_of_a_resumed_run_shows_every_label_drawn_and_the_failures(job, bank):
+    labels, images = job
+    first = sorted(p.name for p in labels.iterdir())
+    odd = "a #1 & 'b'"  # a name a URL must escape
+    shutil.copy(labels / first[0], labels / f"{odd}.png")
+    shutil.copy(images / f"{Path(first[0]).stem}.jpg", images / f"{odd}.jpg")
+    (labels / "broken.png").write_bytes(b"not a png")
+    run(labels, images, bank, preview=True)
+    (labels.parent / "labels-repaired" / first[1]).unlink()  # as if interrupted before this file
+    res = run(labels, images, bank, preview=True)
+    status = {r.file: r.status for r in res.rows}
+    assert status[first[1]] in ("repaired", "unchanged") and status[first[0]] == "skipped"
+    page = (res.out / "preview.html").read_text()
+    drawn = [r for r in res.rows if r.status != "failed"]
+    assert f"<p>{len(drawn)} images;" in page  # the skipped labels' pictures from the first run too
+    for r in drawn:
+        assert f"src='preview/{quote(Path(r.file).stem)}.after.jpg'" in page
+        assert (res.out / "preview" / f"{Path(r.file).stem}.after.jpg").exists()
+    assert "<h2>Failed</h2>" in page and "broken.png" in page
+    assert page.count("loading='lazy'") == 2 * len(drawn)
+
+
 def test_dry_run_writes_only_the_report(job, bank):
     labels, images = job
     res = run(labels, images, bank, dry_run=True)
@@ -348,6 +371,16 @@ def test_shards_cover_every_file_once_and_merge(job, bank):
     merged = json.loads(merge_reports(labels.parent / "labels-repaired").read_text())
     assert sorted(r["file"] for r in merged["rows"]) == sorted(seen)
     assert merged["totals"]["files"] == len(seen)
+
+
+def test_shards_drawing_pictures_get_one_review_page_when_merged(job, bank):
+    labels, images = job
+    out = labels.parent / "labels-repaired"
+    for i in range(2):
+        run(labels, images, bank, shard=(i, 2), preview=True)
+        assert not (out / "preview.html").exists()  # one shard's page would hide the other's
+    page = (merge_reports(out).parent / "preview.html").read_text()
+    assert f"<p>{len(list(labels.iterdir()))} images;" in page
 
 
 def test_usage_errors(job, bank, tmp_path):

@@ -91,7 +91,10 @@ def repair(
         console.print(f"{t['repaired']} repaired, {t['unchanged']} unchanged, {t['skipped']} skipped, "
                       f"{t['failed']} failed, {t['needs_review']} need review; {t['pixels_changed']} pixels changed; "
                       f"{t['images_per_s']} img/s")
-        console.print(f"output: {result.out}  (report.json, report.csv{', preview.html' if preview and not dry_run else ''})")
+        report = result.report_path.name
+        page = "" if not preview or dry_run else ", preview.html" if shard is None else \
+            "; preview.html once --merge-reports joins the shards"
+        console.print(f"output: {result.out}  ({report}, {Path(report).with_suffix('.csv').name}{page})")
     if result.failed:
         raise typer.Exit(1)
 
