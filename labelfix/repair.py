@@ -380,6 +380,8 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool) -> 
             rows.append(row)
         else:
             todo.append(f)
+    if not s.dry_run:
+        clear_stale_temporaries(out, {f.name for f in todo} | {f"{_report_name(s)}.json", f"{_report_name(s)}.csv"})
     cores = os.cpu_count() or 2
     processes = max(1, min(s.processes or auto_processes(len(todo), MAX_AUTO_WORKERS, cores), len(todo)))
     runtime = {"device": str(device), "precision": resolve_precision(s.precision, device), "processes": processes}
@@ -495,6 +497,22 @@ def _pixels(path: Path) -> int:
             return max(1, im.size[0] * im.size[1])
     except Exception:
         return 1
+
+
+def clear_stale_temporaries(out: Path, names: set[str]) -> int:
+    """Delete the temporary files (`.NAME.XXXXXXXX.tmp`, bank.atomic_write_bytes) that a run killed while
+    writing left behind for these names. Only the names this run writes: another shard may be writing its
+    own beside them. Returns how many it deleted."""
+    gone = 0
+    for entry in os.scandir(out):
+        name = entry.name
+        if name.startswith(".") and name.endswith(".tmp") and name[1:].rsplit(".", 2)[0] in names:
+            try:
+                os.unlink(entry.path)
+                gone += 1
+            except OSError:
+                pass  # gone already, or not ours to delete: it does no harm
+    return gone
 
 
 def _finish_safely(item, correction, s, bank, out) -> ImageRow:

@@ -332,6 +332,21 @@ def test_resume_skips_finished_files_unless_overwrite(job, bank):
     assert all(r.status != "skipped" for r in third.rows)
 
 
+def test_a_rerun_clears_what_a_killed_run_left_half_written_of_the_files_it_writes(job, bank):
+    labels, images = job
+    names = sorted(p.name for p in labels.iterdir())
+    first = run(labels, images, bank, shard=(0, 1))
+    (first.out / names[0]).unlink()  # killed while writing this one, and the report
+    stale = [first.out / f".{names[0]}.k3j_x9zq.tmp", first.out / ".report.shard-0-of-1.json.a1b2c3d4.tmp"]
+    other = [first.out / f".{names[1]}.k3j_x9zq.tmp",  # finished: not this run's to write
+             first.out / ".report.shard-1-of-2.json.a1b2c3d4.tmp"]  # another shard's
+    for f in stale + other:
+        f.write_bytes(b"half")
+    run(labels, images, bank, shard=(0, 1))
+    assert not any(f.exists() for f in stale) and all(f.exists() for f in other)
+    assert (first.out / names[0]).exists()
+
+
 def test_the_review_page_of_a_resumed_run_shows_every_label_drawn_and_the_failures(job, bank):
     labels, images = job
     first = sorted(p.name for p in labels.iterdir())
