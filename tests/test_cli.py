@@ -100,3 +100,10 @@ def test_train_cli_augmentation_options_reach_the_bank(dataset, tmp_path):
     training = json.loads((out / "manifest.json").read_text())["training"]
     assert training["copy_paste"] == 0.5 and training["min_crop"] == 0.2
     assert training["damage_mix"] == {"paper": 0.1, "missing-blocks": 0.5, "blind-blocks": 0.2, "blind-objects": 0.2}
+
+
+def test_version():
+    from labelfix import __version__
+
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.strip() == f"labelfix {__version__}"

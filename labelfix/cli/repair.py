@@ -25,7 +25,7 @@ def _shard(text: Optional[str]):
 
 @handle_errors
 def repair(
-    labels: Path = typer.Argument(..., help="Folder of label PNGs (palette or index)."),
+    labels: Path = typer.Argument(..., metavar="LABELS", help="Folder of label PNGs (palette or index)."),
     images: Path = typer.Option(None, "--images", help="Folder of the matching images (same file stems; .jpg, "
                                                        ".png, .webp, .tif, .bmp); may be LABELS itself. Default: "
                                                        "where VOC, ADE20K and images/ + labels/ layouts keep them."),
