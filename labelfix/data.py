@@ -7,6 +7,7 @@ A `classes.json` at the top of either layout gives names / ignore_index / backgr
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,22 +87,47 @@ def read_image(path: Path, label_shape: tuple[int, int] | None = None) -> np.nda
         raise InputFileError(path, f"is not a readable image ({e})") from None
 
 
-def find_image(images_dir: Path, stem: str) -> Path | None:
-    for ext in IMAGE_EXTS + tuple(e.upper() for e in IMAGE_EXTS):
-        p = images_dir / f"{stem}{ext}"
-        if p.exists():
-            return p
+# Cityscapes names a label after its image with another suffix: X_gtFine_labelIds.png is X_leftImg8bit.png's
+CITYSCAPES_LABEL = re.compile(r"^(.+)_gt(?:Fine|Coarse)_(?:labelIds|labelTrainIds)$")
+# and its folders hold more than label maps: colours, instances and polygons, which are not labels to repair
+CITYSCAPES_COMPANION = re.compile(r"_gt(?:Fine|Coarse)_(?:color\.png|instanceIds\.png|polygons\.json)$")
+# suffixes that name a label rather than its image (x_mask.png is x.jpg's label), tried after the label's own stem
+LABEL_SUFFIXES = ("_labelTrainIds", "_labelIds", "_trainIds", "_train_id", "_segmentation", "_mask", "_label",
+                  "_labels", "_seg", "_gt")
+
+
+def image_stems(label_stem: str) -> list[str]:
+    """The stems a label's image may have, in the order looked for: the label's own; for a Cityscapes label,
+    its `_leftImg8bit` image's; and the label's without a suffix that names a label (`_mask`, `_label`, ...)."""
+    stems = [label_stem]
+    cityscapes = CITYSCAPES_LABEL.match(label_stem)
+    if cityscapes:
+        stems.append(f"{cityscapes.group(1)}_leftImg8bit")
+    suffix = next((x for x in LABEL_SUFFIXES if label_stem.endswith(x) and len(label_stem) > len(x)), None)
+    if suffix:
+        stems.append(label_stem[:-len(suffix)])
+    return stems
+
+
+def find_image(images_dir: Path, label_stem: str) -> Path | None:
+    """The image of the label with this stem (`image_stems`, then IMAGE_EXTS in order), or None."""
+    for stem in image_stems(label_stem):
+        for ext in IMAGE_EXTS + tuple(e.upper() for e in IMAGE_EXTS):
+            p = images_dir / f"{stem}{ext}"
+            if p.exists():
+                return p
     return None
 
 
 def images_folder_candidates(labels: Path) -> list[Path]:
     """Where the common layouts keep the images of a folder of labels, in the order looked at: VOC
     (SegmentationClass beside JPEGImages), images/ beside labels/, ADE20K (annotations/training beside
-    images/training), and the labels folder itself."""
+    images/training), Cityscapes (gtFine/val/frankfurt beside leftImg8bit/val/frankfurt), and the labels
+    folder itself."""
     labels = Path(labels)
     parent, grand = labels.parent, labels.parent.parent
     return [parent / "JPEGImages", parent / "images", grand / "images" / labels.name,
-            grand / "JPEGImages" / labels.name, labels]
+            grand / "JPEGImages" / labels.name, grand.parent / "leftImg8bit" / parent.name / labels.name, labels]
 
 
 def holds_images_of(folder: Path, labels: list[Path]) -> bool:
@@ -112,7 +138,7 @@ def holds_images_of(folder: Path, labels: list[Path]) -> bool:
 def guess_images_folder(labels: Path) -> Path | None:
     """The first of `images_folder_candidates` that holds the image of a label of the folder (the first few
     labels are tried), or None."""
-    first = sorted(Path(labels).glob("*.png"))[:8]
+    first = sorted(p for p in Path(labels).glob("*.png") if not CITYSCAPES_COMPANION.search(p.name))[:8]
     for folder in images_folder_candidates(labels):
         if folder.is_dir() and holds_images_of(folder, first):
             return folder

@@ -27,8 +27,8 @@ from PIL import Image
 from . import __version__
 from .bank import Bank, atomic_write_bytes, load_bank
 from .classes import ClassSet, cityscapes_to_train_ids, is_cityscapes_label_ids, train_ids_to_cityscapes
-from .data import (IMAGE_EXTS, PHOTO_EXTS, LabelFile, find_image, guess_images_folder, holds_images_of,
-                   images_folder_candidates, read_image, read_label)
+from .data import (CITYSCAPES_COMPANION, IMAGE_EXTS, PHOTO_EXTS, LabelFile, find_image, guess_images_folder,
+                   holds_images_of, image_stems, images_folder_candidates, read_image, read_label)
 from .device import pick_device, resolve_precision
 from .erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline, outline_lines
 from .errors import InputFileError, UsageError
@@ -123,8 +123,12 @@ def shard_of(name: str, n: int) -> int:
     return int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big") % n
 
 
-def list_label_files(labels: Path) -> list[Path]:
-    return sorted(p for p in labels.iterdir() if not p.name.startswith(".") and p.is_file())
+def list_label_files(labels: Path) -> tuple[list[Path], int]:
+    """The files of the folder to repair, and how many Cityscapes companions of its labels (colour maps,
+    instance ids, polygons) were left out of them: those are not label maps of classes."""
+    files = sorted(p for p in labels.iterdir() if not p.name.startswith(".") and p.is_file())
+    labels_only = [p for p in files if not CITYSCAPES_COMPANION.search(p.name)]
+    return labels_only, len(files) - len(labels_only)
 
 
 def with_images(s: RepairSettings) -> RepairSettings:
@@ -237,7 +241,8 @@ def _prepare_one(path: Path, s: RepairSettings, bank: Bank) -> _Prepared:
         if img_path is not None and img_path.resolve() == path.resolve():
             img_path = None  # --images is the labels folder: the label is not its own image
         if img_path is None:
-            raise InputFileError(path, f"no image named {path.stem}{{{','.join(IMAGE_EXTS)}}} in {s.images}")
+            raise InputFileError(path, f"no image named {' or '.join(image_stems(path.stem))}"
+                                       f"{{{','.join(IMAGE_EXTS)}}} in {s.images}")
         image = read_image(img_path, lab.values.shape)
         if image.shape[:2] != lab.values.shape:
             raise InputFileError(img_path, f"is {image.shape[1]}x{image.shape[0]} but its label {path.name} is "
@@ -355,7 +360,7 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool) -> 
     s = with_images(s)
     out = check_settings(s)
     labels = Path(s.labels)
-    files = list_label_files(labels)
+    files, companions = list_label_files(labels)
     beside = Path(s.images).resolve() == labels.resolve()  # images beside their labels: the photos are images
     if beside:
         files = [f for f in files if f.suffix.lower() not in PHOTO_EXTS]
@@ -386,7 +391,7 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool) -> 
     processes = max(1, min(s.processes or auto_processes(len(todo), MAX_AUTO_WORKERS, cores), len(todo)))
     runtime = {"device": str(device), "precision": resolve_precision(s.precision, device), "processes": processes}
     progress({"event": "start", "files": len(files), "todo": len(todo), "skipped": len(files) - len(todo),
-              "out": str(out), "images": str(s.images), **runtime})
+              "out": str(out), "images": str(s.images), "companions": companions, **runtime})
     t_start = time.perf_counter()
 
     if processes > 1:

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from labelfix.data import EpochTaggedSampler, TrainSamples, guess_images_folder, open_dataset, read_image
+from labelfix.data import EpochTaggedSampler, TrainSamples, find_image, guess_images_folder, open_dataset, read_image
 
 
 def test_crops_change_with_the_epoch_tag_even_in_persistent_workers(dataset):
@@ -91,3 +91,22 @@ def test_the_images_folder_is_found_where_common_layouts_keep_it(tmp_path):
     labels.mkdir()
     Image.new("L", (4, 4)).save(labels / "a.png")
     assert guess_images_folder(labels) is None  # a label is not its own image
+    labels, images = tmp_path / "cs/gtFine/val/bonn", tmp_path / "cs/leftImg8bit/val/bonn"
+    labels.mkdir(parents=True)
+    images.mkdir(parents=True)
+    Image.new("L", (4, 4)).save(labels / "bonn_000001_000019_gtFine_labelIds.png")
+    Image.new("RGB", (4, 4)).save(images / "bonn_000001_000019_leftImg8bit.png")
+    assert guess_images_folder(labels) == images
+
+
+def test_a_label_pairs_with_its_image_under_the_names_datasets_give_them(tmp_path):
+    for label_stem, image_name in [("a", "a.jpg"), ("bonn_000001_000019_gtFine_labelIds", "bonn_000001_000019_leftImg8bit.png"),
+                                   ("bonn_000002_000019_gtCoarse_labelTrainIds", "bonn_000002_000019_leftImg8bit.png"),
+                                   ("ISIC_0000000_segmentation", "ISIC_0000000.jpg"), ("car_01_mask", "car_01.jpg"),
+                                   ("b_label", "b.png")]:
+        Image.new("RGB", (4, 4)).save(tmp_path / image_name)
+        assert find_image(tmp_path, label_stem) == tmp_path / image_name, label_stem
+    Image.new("RGB", (4, 4)).save(tmp_path / "c.jpg")
+    Image.new("RGB", (4, 4)).save(tmp_path / "c_mask.jpg")
+    assert find_image(tmp_path, "c_mask") == tmp_path / "c_mask.jpg"  # its own stem first
+    assert find_image(tmp_path, "d_mask") is None and find_image(tmp_path, "_mask") is None

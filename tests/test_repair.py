@@ -230,6 +230,25 @@ def test_images_of_other_kinds_pair_with_their_labels(job, bank):
     assert res.failed == 0 and len(res.rows) == 6
 
 
+def test_a_cityscapes_folder_repairs_its_label_maps_against_their_leftimg8bit_images(job, bank, tmp_path):
+    labels, images = job
+    city_labels, city_images = tmp_path / "cs/gtFine/val/bonn", tmp_path / "cs/leftImg8bit/val/bonn"
+    city_labels.mkdir(parents=True)
+    city_images.mkdir(parents=True)
+    stems = [p.stem for p in sorted(labels.iterdir())][:3]
+    for i, stem in enumerate(stems):
+        base = f"bonn_{i:06d}_000019"
+        shutil.copy(labels / f"{stem}.png", city_labels / f"{base}_gtFine_labelTrainIds.png")
+        Image.open(images / f"{stem}.jpg").save(city_images / f"{base}_leftImg8bit.png")
+        Image.open(images / f"{stem}.jpg").save(city_labels / f"{base}_gtFine_color.png")  # colours: not a label
+        Image.fromarray(np.full((8, 8), 26001, np.uint16)).save(city_labels / f"{base}_gtFine_instanceIds.png")
+        (city_labels / f"{base}_gtFine_polygons.json").write_text("{}")
+    res = run(city_labels, None, bank, missing=(255,))
+    assert res.failed == 0 and len(res.rows) == 3
+    assert sorted(p.name for p in res.out.glob("*.png")) == sorted(r.file for r in res.rows)
+    assert all(r.file.endswith("_gtFine_labelTrainIds.png") for r in res.rows)
+
+
 def test_bad_inputs_each_get_a_row_and_the_rest_is_repaired(job, bank, tmp_path):
     labels, images = job
     good = sorted(labels.iterdir())[0]

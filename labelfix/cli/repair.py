@@ -26,9 +26,10 @@ def _shard(text: Optional[str]):
 @handle_errors
 def repair(
     labels: Path = typer.Argument(..., metavar="LABELS", help="Folder of label PNGs (palette or index)."),
-    images: Path = typer.Option(None, "--images", help="Folder of the matching images (same file stems; .jpg, "
-                                                       ".png, .webp, .tif, .bmp); may be LABELS itself. Default: "
-                                                       "where VOC, ADE20K and images/ + labels/ layouts keep them."),
+    images: Path = typer.Option(None, "--images", help="Folder of the matching images (same file stems, "
+                                                       "or x.jpg for x_mask.png and Cityscapes' names; .jpg, .png, "
+                                                       ".webp, .tif, .bmp); may be LABELS itself. Default: where VOC, "
+                                                       "ADE20K, Cityscapes and images/ + labels/ layouts keep them."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: <LABELS>-repaired)."),
     bank: Optional[str] = typer.Option(None, "--bank", help="Bank folder or hf://ORG/REPO (default: the bundled VOC bank)."),
     missing: list[int] = typer.Option([], "--missing", help="A value that marks unlabelled pixels; fill exactly those. Repeatable."),
@@ -70,6 +71,8 @@ def repair(
             task = bar.add_task("repairing" + (f" ({processes} processes)" if processes > 1 else ""), total=e["todo"], speed="")
             if images is None and not quiet:
                 console.print(f"images: {e['images']}  (found where the layout keeps them; --images chooses)", markup=False)
+            if e.get("companions") and not quiet:
+                console.print(f"left out {e['companions']} Cityscapes colour, instance and polygon files: not label maps")
             if e["skipped"] and not quiet:
                 console.print(f"{e['skipped']} files already in {e['out']}: skipped (--overwrite redoes them)")
         elif e["event"] == "file":
