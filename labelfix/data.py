@@ -122,25 +122,32 @@ def find_image(images_dir: Path, label_stem: str) -> Path | None:
 def images_folder_candidates(labels: Path) -> list[Path]:
     """Where the common layouts keep the images of a folder of labels, in the order looked at: VOC
     (SegmentationClass beside JPEGImages), images/ beside labels/, ADE20K (annotations/training beside
-    images/training), Cityscapes (gtFine/val/frankfurt beside leftImg8bit/val/frankfurt), and the labels
-    folder itself."""
+    images/training), Cityscapes (gtFine/val/frankfurt beside leftImg8bit/val/frankfurt; gtFine/val and
+    gtFine, for --recursive, beside leftImg8bit/val and leftImg8bit), and the labels folder itself."""
     labels = Path(labels)
     parent, grand = labels.parent, labels.parent.parent
     return [parent / "JPEGImages", parent / "images", grand / "images" / labels.name,
-            grand / "JPEGImages" / labels.name, grand.parent / "leftImg8bit" / parent.name / labels.name, labels]
+            grand / "JPEGImages" / labels.name, grand.parent / "leftImg8bit" / parent.name / labels.name,
+            grand / "leftImg8bit" / labels.name, parent / "leftImg8bit", labels]
 
 
-def holds_images_of(folder: Path, labels: list[Path]) -> bool:
-    """Whether `folder` holds the image of one of `labels` (a label is not its own image)."""
-    return any(find_image(folder, label.stem) not in (None, label) for label in labels)
+def holds_images_of(folder: Path, labels: list[Path], root: Path | None = None) -> bool:
+    """Whether `folder` holds the image of one of `labels` (a label is not its own image); with `root`, the
+    labels' folder, the image of a label in a subfolder of `root` is looked for in that subfolder of `folder`."""
+    return any(find_image(folder if root is None else folder / label.parent.relative_to(root), label.stem)
+               not in (None, label) for label in labels)
 
 
-def guess_images_folder(labels: Path) -> Path | None:
+def guess_images_folder(labels: Path, recursive: bool = False) -> Path | None:
     """The first of `images_folder_candidates` that holds the image of a label of the folder (the first few
-    labels are tried), or None."""
-    first = sorted(p for p in Path(labels).glob("*.png") if not CITYSCAPES_COMPANION.search(p.name))[:8]
+    labels are tried; with `recursive`, of its subfolders too, in the same subfolders), or None."""
+    labels = Path(labels)
+    pngs = labels.rglob("*.png") if recursive else labels.glob("*.png")
+    wanted = (p for p in pngs if not CITYSCAPES_COMPANION.search(p.name)
+              and not any(part.startswith(".") for part in p.relative_to(labels).parts))  # hidden: not labels
+    first = sorted(wanted)[:8]
     for folder in images_folder_candidates(labels):
-        if folder.is_dir() and holds_images_of(folder, first):
+        if folder.is_dir() and holds_images_of(folder, first, labels):
             return folder
     return None
 

@@ -4,7 +4,7 @@ and one HTML page listing every image, those that need a human look first."""
 from __future__ import annotations
 
 import html
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 import numpy as np
@@ -65,8 +65,14 @@ def overlay(image: np.ndarray, values: np.ndarray, classes: ClassSet, changed: n
     return Image.fromarray(out.clip(0, 255).astype(np.uint8))
 
 
+def picture_stem(file: str) -> str:
+    """The name of a label's pictures, less their '.before.jpg' / '.after.jpg': its report name less its
+    suffix ('a', or with --recursive 'frankfurt/a')."""
+    return PurePosixPath(file).with_suffix("").as_posix()
+
+
 def write_preview_images(folder: Path, stem: str, image, old_values, new_values, changed, classes: ClassSet):
-    folder.mkdir(parents=True, exist_ok=True)
+    (folder / stem).parent.mkdir(parents=True, exist_ok=True)
     for suffix, values, hl in (("before", old_values, None), ("after", new_values, changed)):
         path = folder / f"{stem}.{suffix}.jpg"
         tmp = path.with_name(f".{path.name}.tmp")
@@ -78,7 +84,7 @@ def write_preview_page(out: Path, rows) -> Path:
     """preview.html in `out`: every label with pictures (this run's, and those an earlier run drew of the
     files a resumed run skipped), those that need review first, then the files that failed and why."""
     def has_pictures(r) -> bool:
-        return (out / "preview" / f"{Path(r.file).stem}.after.jpg").exists()
+        return (out / "preview" / f"{picture_stem(r.file)}.after.jpg").exists()
 
     shown = [r for r in rows if r.status in ("repaired", "unchanged") or (r.status == "skipped" and has_pictures(r))]
     shown.sort(key=lambda r: (not r.needs_review, -(r.pixels_changed or 0)))
@@ -94,7 +100,7 @@ def write_preview_page(out: Path, rows) -> Path:
              + (f" {undrawn} labels repaired by an earlier run without --preview have no pictures "
                 "(--overwrite redoes them)." if undrawn else "") + "</p>"]
     for r in shown:
-        src = "preview/" + quote(Path(r.file).stem)  # a name may hold '#', '?' or spaces
+        src = "preview/" + quote(picture_stem(r.file))  # a name may hold '#', '?' or spaces
         conf = "" if r.mean_confidence is None else f", mean confidence {r.mean_confidence:.2f}"
         cls = " review" if r.needs_review else ""
         parts.append(f"<div class='row{cls}'><b>{html.escape(r.file)}</b>: {r.pixels_changed} pixels changed{conf}"

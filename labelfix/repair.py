@@ -17,7 +17,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
 import numpy as np
@@ -76,6 +76,7 @@ class RepairSettings:
     precision: str = "auto"               # the model's: auto = bf16 where the device does it natively
     find_erasures: bool = True            # blind fill: read the outlines for erased blocks (erasure.py) and
                                           # dropped objects (objects.py) and repair them
+    recursive: bool = False               # the labels of LABELS' subfolders too; images and output mirror its tree
 
 
 @dataclass
@@ -123,12 +124,26 @@ def shard_of(name: str, n: int) -> int:
     return int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big") % n
 
 
-def list_label_files(labels: Path) -> tuple[list[Path], int]:
-    """The files of the folder to repair, and how many Cityscapes companions of its labels (colour maps,
-    instance ids, polygons) were left out of them: those are not label maps of classes."""
-    files = sorted(p for p in labels.iterdir() if not p.name.startswith(".") and p.is_file())
+def list_label_files(labels: Path, recursive: bool = False) -> tuple[list[Path], int]:
+    """The files of the folder (and with `recursive`, of its subfolders) to repair, in the order of their
+    names, and how many Cityscapes companions of its labels (colour maps, instance ids, polygons) were left
+    out of them: those are not label maps of classes. Hidden files and folders are not looked at."""
+    if recursive:
+        files = []
+        for folder, subfolders, names in os.walk(labels):
+            subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+            files += [Path(folder) / n for n in names if not n.startswith(".")]
+        files = sorted((p for p in files if p.is_file()), key=lambda p: relative_name(p, labels))
+    else:
+        files = sorted(p for p in labels.iterdir() if not p.name.startswith(".") and p.is_file())
     labels_only = [p for p in files if not CITYSCAPES_COMPANION.search(p.name)]
     return labels_only, len(files) - len(labels_only)
+
+
+def relative_name(path: Path, labels: Path) -> str:
+    """A label's name in the report and the output folder: its path under LABELS ('a.png', or with
+    --recursive 'frankfurt/a.png')."""
+    return path.relative_to(labels).as_posix()
 
 
 def with_images(s: RepairSettings) -> RepairSettings:
@@ -136,7 +151,7 @@ def with_images(s: RepairSettings) -> RepairSettings:
     the labels (unchanged, None, if there is none there)."""
     if s.images is not None or not Path(s.labels).is_dir():
         return s
-    found = guess_images_folder(Path(s.labels))
+    found = guess_images_folder(Path(s.labels), s.recursive)
     return s if found is None else replace(s, images=found)
 
 
@@ -144,6 +159,7 @@ def check_settings(s: RepairSettings) -> Path:
     labels = Path(s.labels)
     if not labels.is_dir():
         raise UsageError(f"{labels}: labels folder not found")
+    check_label_folder(labels, list_label_files(labels, s.recursive)[0], s.recursive)  # before asking for images
     if s.images is None:
         looked = ", ".join(str(p) for p in images_folder_candidates(labels))
         raise UsageError(f"--images is required: no images of the labels where datasets keep them ({looked})")
@@ -173,7 +189,7 @@ def check_settings(s: RepairSettings) -> Path:
     return out
 
 
-def check_label_folder(labels: Path, files: list[Path]) -> None:
+def check_label_folder(labels: Path, files: list[Path], recursive: bool = False) -> None:
     """A folder without a single PNG is a wrong argument, not a batch of bad files: one usage error
     instead of an error line for each of thousands of files."""
     if any(f.suffix.lower() == ".png" for f in files):
@@ -181,8 +197,8 @@ def check_label_folder(labels: Path, files: list[Path]) -> None:
     if not files:
         folders = sum(1 for p in labels.iterdir() if p.is_dir() and not p.name.startswith("."))
         raise UsageError(f"{labels}: no label files in the folder" + (
-            f", only {folders} subfolder{'s' * (folders > 1)}; labelfix repairs the PNGs of one folder, "
-            "not of its subfolders" if folders else ""))
+            f", only {folders} subfolder{'s' * (folders > 1)}; --recursive repairs theirs too"
+            if folders and not recursive else ""))
     photos = [f.suffix.lower() for f in files if f.suffix.lower() in PHOTO_EXTS]
     if photos:
         raise UsageError(f"{labels}: no .png label maps, but {len(photos)} image{'s' * (len(photos) > 1)} "
@@ -220,7 +236,8 @@ class _Prepared:
 
 def _prepare_one(path: Path, s: RepairSettings, bank: Bank) -> _Prepared:
     t0 = time.perf_counter()
-    item = _Prepared(ImageRow(path.name), path, t0=t0)
+    labels = Path(s.labels)
+    item = _Prepared(ImageRow(relative_name(path, labels)), path, t0=t0)
     try:
         if path.suffix.lower() != ".png":
             raise InputFileError(path, "is not a PNG label map (labels must be .png)")
@@ -237,12 +254,13 @@ def _prepare_one(path: Path, s: RepairSettings, bank: Bank) -> _Prepared:
         if bad:
             raise InputFileError(path, f"has values {bad[:8]} outside the bank's {classes.num_classes} classes "
                                        f"(0..{classes.num_classes - 1}) and ignore value {classes.ignore_index}")
-        img_path = find_image(Path(s.images), path.stem)
+        images = Path(s.images) / path.parent.relative_to(labels)  # --recursive: the same subfolder of IMAGES
+        img_path = find_image(images, path.stem)
         if img_path is not None and img_path.resolve() == path.resolve():
             img_path = None  # --images is the labels folder: the label is not its own image
         if img_path is None:
             raise InputFileError(path, f"no image named {' or '.join(image_stems(path.stem))}"
-                                       f"{{{','.join(IMAGE_EXTS)}}} in {s.images}")
+                                       f"{{{','.join(IMAGE_EXTS)}}} in {images}")
         image = read_image(img_path, lab.values.shape)
         if image.shape[:2] != lab.values.shape:
             raise InputFileError(img_path, f"is {image.shape[1]}x{image.shape[0]} but its label {path.name} is "
@@ -335,11 +353,14 @@ def _finish_one(item: _Prepared, probs, s: RepairSettings, bank: Bank, out: Path
                             or item.unknown_share > max(bank.ratios))
     row.status = "repaired" if row.pixels_changed else "unchanged"
     if not s.dry_run:
-        atomic_write_bytes(out / item.path.name, encode_label(new_values, item.label))
+        target = out / row.file
+        if target.parent != out:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, encode_label(new_values, item.label))
         if s.preview:
-            from .preview import write_preview_images
-            write_preview_images(out / "preview", item.path.stem, item.image, item.label.values, new_values,
-                                 change, bank.classes)
+            from .preview import picture_stem, write_preview_images
+            write_preview_images(out / "preview", picture_stem(row.file), item.image, item.label.values,
+                                 new_values, change, bank.classes)
     row.seconds = round(time.perf_counter() - item.t0, 4)
     return row
 
@@ -360,15 +381,14 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool) -> 
     s = with_images(s)
     out = check_settings(s)
     labels = Path(s.labels)
-    files, companions = list_label_files(labels)
+    files, companions = list_label_files(labels, s.recursive)
     beside = Path(s.images).resolve() == labels.resolve()  # images beside their labels: the photos are images
     if beside:
         files = [f for f in files if f.suffix.lower() not in PHOTO_EXTS]
-    check_label_folder(labels, files)
-    if beside and not holds_images_of(labels, files[:100]):
+    if beside and not holds_images_of(labels, files[:100], labels):
         raise UsageError(f"{s.images}: --images is the labels folder, and it holds no images of the labels")
     if s.shard is not None:
-        files = [f for f in files if shard_of(f.name, s.shard[1]) == s.shard[0]]
+        files = [f for f in files if shard_of(relative_name(f, labels), s.shard[1]) == s.shard[0]]
     bank = load_bank(s.bank)
     check_classes(labels, bank)
     device = pick_device(s.device)
@@ -378,15 +398,17 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool) -> 
     todo: list[Path] = []
     previous = _previous_rows(out)
     for f in files:
-        if not s.overwrite and not s.dry_run and (out / f.name).exists():
-            old = previous.get(f.name)
-            row = ImageRow(**old) if old else ImageRow(f.name)
+        name = relative_name(f, labels)
+        if not s.overwrite and not s.dry_run and (out / name).exists():
+            old = previous.get(name)
+            row = ImageRow(**old) if old else ImageRow(name)
             row.status = "skipped"
             rows.append(row)
         else:
             todo.append(f)
     if not s.dry_run:
-        clear_stale_temporaries(out, {f.name for f in todo} | {f"{_report_name(s)}.json", f"{_report_name(s)}.csv"})
+        clear_stale_temporaries(out, {relative_name(f, labels) for f in todo}
+                                | {f"{_report_name(s)}.json", f"{_report_name(s)}.csv"})
     cores = os.cpu_count() or 2
     processes = max(1, min(s.processes or auto_processes(len(todo), MAX_AUTO_WORKERS, cores), len(todo)))
     runtime = {"device": str(device), "precision": resolve_precision(s.precision, device), "processes": processes}
@@ -412,7 +434,7 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool) -> 
         finally:
             torch.set_num_threads(threads)
 
-    order = {f.name: i for i, f in enumerate(files)}
+    order = {relative_name(f, labels): i for i, f in enumerate(files)}
     rows.sort(key=lambda r: order.get(r.file, len(order)))
     seconds = time.perf_counter() - t_start
     totals = _totals(rows, seconds)
@@ -452,7 +474,7 @@ def _run_pipeline(s: RepairSettings, bank: Bank, device, out: Path, todo: list[P
                 f = next(it, None)
                 if f is None:
                     return
-                in_flight[f.name] = _pixels(f)
+                in_flight[relative_name(f, Path(s.labels))] = _pixels(f)
                 pending.append(pool.submit(_prepare_one, f, s, bank))
 
         def collect(block_over: int):
@@ -506,17 +528,23 @@ def _pixels(path: Path) -> int:
 
 def clear_stale_temporaries(out: Path, names: set[str]) -> int:
     """Delete the temporary files (`.NAME.XXXXXXXX.tmp`, bank.atomic_write_bytes) that a run killed while
-    writing left behind for these names. Only the names this run writes: another shard may be writing its
-    own beside them. Returns how many it deleted."""
+    writing left behind for these names (paths under `out`). Only the names this run writes: another shard
+    may be writing its own beside them. Returns how many it deleted."""
     gone = 0
-    for entry in os.scandir(out):
-        name = entry.name
-        if name.startswith(".") and name.endswith(".tmp") and name[1:].rsplit(".", 2)[0] in names:
-            try:
-                os.unlink(entry.path)
-                gone += 1
-            except OSError:
-                pass  # gone already, or not ours to delete: it does no harm
+    for folder in {PurePosixPath(n).parent for n in names}:
+        try:
+            entries = list(os.scandir(out / folder))
+        except OSError:
+            continue  # not made yet
+        for entry in entries:
+            name = entry.name
+            if (name.startswith(".") and name.endswith(".tmp")
+                    and (folder / name[1:].rsplit(".", 2)[0]).as_posix() in names):
+                try:
+                    os.unlink(entry.path)
+                    gone += 1
+                except OSError:
+                    pass  # gone already, or not ours to delete: it does no harm
     return gone
 
 

@@ -249,6 +249,46 @@ def test_a_cityscapes_folder_repairs_its_label_maps_against_their_leftimg8bit_im
     assert all(r.file.endswith("_gtFine_labelTrainIds.png") for r in res.rows)
 
 
+def test_recursive_repairs_a_tree_of_folders_into_the_same_tree(job, bank, tmp_path):
+    labels, images = job
+    tree, pictures = tmp_path / "cs/gtFine/val", tmp_path / "cs/leftImg8bit/val"
+    stems = [p.stem for p in sorted(labels.iterdir())]
+    for i, stem in enumerate(stems):
+        city = ("bonn", "ulm")[i % 2]
+        base = f"{city}_{i:06d}_000019"
+        (tree / city).mkdir(parents=True, exist_ok=True)
+        (pictures / city).mkdir(parents=True, exist_ok=True)
+        shutil.copy(labels / f"{stem}.png", tree / city / f"{base}_gtFine_labelTrainIds.png")
+        shutil.copy(images / f"{stem}.jpg", pictures / city / f"{base}_leftImg8bit.jpg")
+    (tree / ".cache").mkdir()
+    shutil.copy(labels / f"{stems[0]}.png", tree / ".cache" / "hidden.png")  # hidden: not a label
+    shutil.copy(labels / f"{stems[0]}.png", tree / "ulm" / "no_image.png")
+    with pytest.raises(UsageError, match="--recursive repairs theirs too"):
+        run(tree, pictures, bank, missing=(255,))
+    res = run(tree, None, bank, missing=(255,), recursive=True, preview=True)  # images found: leftImg8bit/val
+    rows = {r.file: r for r in res.rows}
+    assert len(rows) == len(stems) + 1 and rows["ulm/no_image.png"].status == "failed"
+    assert str(pictures / "ulm") in rows["ulm/no_image.png"].error
+    written = sorted(p.relative_to(res.out).as_posix() for p in res.out.rglob("*.png"))
+    assert written == sorted(f for f, r in rows.items() if r.status != "failed")
+    assert all(f.startswith(("bonn/", "ulm/")) for f in written)
+    page = (res.out / "preview.html").read_text()
+    assert all(f"src='preview/{f[:-4]}.after.jpg'" in page for f in written)
+    assert all((res.out / "preview" / f"{f[:-4]}.after.jpg").exists() for f in written)
+    victim = res.out / written[0]
+    victim.unlink()
+    (victim.parent / f".{victim.name}.k3j_x9zq.tmp").write_bytes(b"half")  # a run killed while writing it
+    again = run(tree, pictures, bank, missing=(255,), recursive=True)
+    assert {r.file: r.status for r in again.rows if r.status != "failed"} == \
+        {f: ("repaired" if f == written[0] else "skipped") for f in written}
+    assert victim.exists() and not list(victim.parent.glob(".*.tmp"))
+    seen = []
+    for i in range(2):
+        seen += [r.file for r in run(tree, pictures, bank, missing=(255,), recursive=True, shard=(i, 2),
+                                     out=tmp_path / "sharded").rows]
+    assert sorted(seen) == sorted(rows)
+
+
 def test_bad_inputs_each_get_a_row_and_the_rest_is_repaired(job, bank, tmp_path):
     labels, images = job
     good = sorted(labels.iterdir())[0]
@@ -426,8 +466,10 @@ def test_usage_errors(job, bank, tmp_path):
     with pytest.raises(UsageError, match="no label files in the folder$"):
         run(empty, images, bank)
     (empty / "train").mkdir()
-    with pytest.raises(UsageError, match="only 1 subfolder; labelfix repairs the PNGs of one folder"):
+    with pytest.raises(UsageError, match="only 1 subfolder; --recursive repairs theirs too"):
         run(empty, images, bank)
+    with pytest.raises(UsageError, match="no label files in the folder$"):  # nor in the subfolder
+        run(empty, images, bank, recursive=True)
     with pytest.raises(UsageError, match=r"no .png label maps, but 6 images \(.jpg\): are LABELS and --images"):
         run(images, labels, bank, out=tmp_path / "swapped")
     assert not (tmp_path / "swapped").exists()

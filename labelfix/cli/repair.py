@@ -42,6 +42,7 @@ def repair(
     workers: int = typer.Option(0, "--workers", help="Threads a process that decode, infer, finish and write (0: one per CPU core, at most 4)."),
     processes: int = typer.Option(0, "--processes", help="Processes that each repair a share of the files (0: one per 4 CPU cores, with 128 files or more each)."),
     precision: str = typer.Option("auto", "--precision", help="Model precision: auto (bf16 on CUDA or a CPU with native bf16), fp32 or bf16."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Repair the labels in LABELS' subfolders too (Cityscapes' cities): the images are looked for in the same subfolders of IMAGES, and the output mirrors the tree."),
     preview: bool = typer.Option(False, "--preview", help="Write preview.html with before/after overlays."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write only the report, no labels."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo files already in the output folder."),
@@ -59,7 +60,8 @@ def repair(
                               ratio=None if ratio == "auto" else _float(ratio, "--ratio"), policy=policy,
                               min_confidence=min_confidence, device=device, batch_size=batch_size,
                               preview=preview, dry_run=dry_run, overwrite=overwrite, shard=_shard(shard),
-                              workers=workers, processes=processes, precision=precision, find_erasures=erasures)
+                              workers=workers, processes=processes, precision=precision, find_erasures=erasures,
+                              recursive=recursive)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
                    TimeRemainingColumn(), console=console, disable=quiet or as_json, transient=True)
     task = None
