@@ -17,7 +17,7 @@ same pixels. For the blind cases, the share of undamaged pixels that repair chan
 for every case, how many labels the report sends to review.
 
     python benchmarks/repair_quality.py --data path/to/voc2012 [--bank checkpoints/voc] [--skip N] [--limit N]
-        [--side 500] [--json out.json]
+        [--side 500] [--errors] [--json out.json]
 
 --skip 64 leaves out the 64 val labels that calibrated the bundled bank (strictly held out).
 """
@@ -38,6 +38,7 @@ from labelfix.baselines import crf_available, dense_crf, nearest_label
 from labelfix.damage import background_cells
 from labelfix.data import open_dataset, read_label
 from labelfix.metrics import confusion, iou_per_class, mean_iou
+from labelfix.propagate import nearest_fill
 from labelfix.repair import RepairSettings, repair
 
 IGNORE = 255
@@ -105,7 +106,28 @@ def damage_all(pairs, seed, side=None, folder=None, block_area=None):
     return out
 
 
-def run_case(items, case, bank, tmp: Path, missing: bool, crf: bool, K: int):
+def wrong_pixels(fixed: np.ndarray, truth: np.ndarray, region: np.ndarray, damaged: np.ndarray) -> dict:
+    """Where labelfix's wrong pixels in a damaged region are (counts): what was mistaken for what (background
+    is class 0), whether the true class is still anywhere in the damaged label, within 3 px of a true
+    boundary, and more than 5 px inside the region (from its nearest undamaged pixel)."""
+    scored = region & (truth != IGNORE)
+    wrong = scored & (fixed != truth)
+    still_shown = np.isin(truth, np.unique(damaged[~region]))
+    t, f = truth[wrong], fixed[wrong]
+    edges = torch.zeros((1, 1) + truth.shape, dtype=torch.bool)
+    edges[0, 0, 1:] |= torch.from_numpy(truth[1:] != truth[:-1])
+    edges[0, 0, :, 1:] |= torch.from_numpy(truth[:, 1:] != truth[:, :-1])
+    near_edge = (torch.nn.functional.max_pool2d(edges.float(), 7, 1, 3)[0, 0] > 0).numpy()  # within 3 px
+    _, inside = nearest_fill(torch.from_numpy(np.where(region, -1, 0))[None], with_distance=True)
+    lost = ~still_shown[wrong]
+    return {"scored": int(scored.sum()), "wrong": int(wrong.sum()), "class_gone": int(lost.sum()),
+            "object_as_background": int(((t != 0) & (f == 0) & ~lost).sum()),
+            "background_as_object": int(((t == 0) & (f != 0) & ~lost).sum()),
+            "object_as_object": int(((t != 0) & (f != 0) & ~lost).sum()),
+            "near_true_edge": int(near_edge[wrong].sum()), "deep_inside": int((inside[0].numpy()[wrong] > 5).sum())}
+
+
+def run_case(items, case, bank, tmp: Path, missing: bool, crf: bool, K: int, errors: bool = False):
     lab_dir, img_dir, out_dir = tmp / case / "labels", tmp / case / "images", tmp / case / "out"
     lab_dir.mkdir(parents=True)
     img_dir.mkdir(parents=True)
@@ -125,6 +147,7 @@ def run_case(items, case, bank, tmp: Path, missing: bool, crf: bool, K: int):
         if crf:
             conf["dense-crf"] = torch.zeros(K, K, dtype=torch.long)
     undamaged_changed = undamaged_total = 0
+    where_wrong: dict[str, int] = {}
     for it in items:
         truth = it["truth"].astype(np.int64)
         truth_t = torch.from_numpy(np.where(truth == IGNORE, -1, truth))
@@ -132,6 +155,9 @@ def run_case(items, case, bank, tmp: Path, missing: bool, crf: bool, K: int):
         region_t = torch.from_numpy(region)
         fixed = np.array(Image.open(out_dir / f"{it['stem']}.png")).astype(np.int64)
         conf["labelfix"] += confusion(torch.from_numpy(fixed), truth_t, K, region_t)
+        if errors:
+            for k, v in wrong_pixels(fixed, truth, region, damaged_in).items():
+                where_wrong[k] = where_wrong.get(k, 0) + v
         if missing:
             known = np.where(damaged_in == IGNORE, -1, damaged_in).astype(np.int64)
             unknown = damaged_in == IGNORE
@@ -160,6 +186,8 @@ def run_case(items, case, bank, tmp: Path, missing: bool, crf: bool, K: int):
         row[f"{m}_per_class"] = [None if np.isnan(v) else round(float(v) * 100, 1) for v in iou_per_class(c)]
     if not missing:
         row["undamaged_changed_pct"] = round(100 * undamaged_changed / max(undamaged_total, 1), 3)
+    if errors:
+        row["wrong_pixels"] = where_wrong
     return row
 
 
@@ -177,6 +205,7 @@ def main():
                     help="blocks of this share of the label each (0.1: about 3 blocks), not 5-15 smaller ones")
     ap.add_argument("--no-crf", action="store_true")
     ap.add_argument("--cases", default="missing-blocks,paper-cells,zero-blocks,dropped-objects")
+    ap.add_argument("--errors", action="store_true", help="say where labelfix's wrong pixels are (wrong_pixels)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     ds = open_dataset(a.data)
@@ -186,13 +215,20 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         items = damage_all(ds.pairs(a.split)[a.skip:][: a.limit], a.seed, a.side, tmp, a.block_area)
         for case in a.cases.split(","):
-            row = run_case(items, case, a.bank, Path(tmp), case in ("missing-blocks", "paper-cells"), crf, K)
+            row = run_case(items, case, a.bank, Path(tmp), case in ("missing-blocks", "paper-cells"), crf, K,
+                           a.errors)
             rows.append(row)
             figures = {k: round(v, 1) for k, v in row.items() if k in ("labelfix", "nearest-label", "dense-crf")}
             extra = f", undamaged pixels changed {row['undamaged_changed_pct']}%" if "undamaged_changed_pct" in row else ""
             extra += f", dropped objects named in {row['labels_restored']} labels" if "labels_restored" in row else ""
             extra += f", {row['needs_review']} of {row['images']} labels to review"
             print(f"{case:16s} mIoU on damaged pixels: {figures}{extra}  ({row['repair_images_per_s']} img/s)", flush=True)
+            if a.errors:
+                w = row["wrong_pixels"]
+                print(f"{'':16s} wrong: {100 * w['wrong'] / max(w['scored'], 1):.1f}% of the damaged pixels; of those, "
+                      + ", ".join(f"{k.replace('_', ' ')} {100 * w[k] / max(w['wrong'], 1):.1f}%" for k in
+                                  ("object_as_background", "background_as_object", "object_as_object", "class_gone",
+                                   "near_true_edge", "deep_inside")), flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps({"data": a.data, "split": a.split, "bank": a.bank, "seed": a.seed,
                                             "block_area": a.block_area, "crf": crf, "rows": rows}, indent=2))
