@@ -387,6 +387,12 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool) -> 
         files = [f for f in files if f.suffix.lower() not in PHOTO_EXTS]
     if beside and not holds_images_of(labels, files[:100], labels):
         raise UsageError(f"{s.images}: --images is the labels folder, and it holds no images of the labels")
+    first = [f for f in files if f.suffix.lower() == ".png"][:100]
+    if first and not beside and not holds_images_of(Path(s.images), first, labels):
+        # the wrong folder: one usage error, not a failed row for each of thousands of labels
+        raise UsageError(f"{s.images}: holds no image of the first {len(first)} labels (looked for "
+                         f"{' or '.join(image_stems(first[0].stem))}{{{','.join(IMAGE_EXTS)}}}"
+                         f"{' in the same subfolders' if s.recursive else ''}, ...)")
     if s.shard is not None:
         files = [f for f in files if shard_of(relative_name(f, labels), s.shard[1]) == s.shard[0]]
     bank = load_bank(s.bank)

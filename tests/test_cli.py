@@ -107,3 +107,21 @@ def test_version():
 
     r = runner.invoke(app, ["--version"])
     assert r.exit_code == 0 and r.output.strip() == f"labelfix {__version__}"
+
+
+def test_a_wrong_images_folder_is_one_error_and_many_failures_are_counted(dataset, bank, tmp_path):
+    labels, images = make_job(dataset, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(next(images.iterdir()), elsewhere / "unrelated.jpg")
+    r = runner.invoke(app, ["repair", str(labels), "--images", str(elsewhere), "--bank", str(bank)])
+    assert r.exit_code == 2 and "holds no image of the first 3 labels" in r.output
+    assert not (tmp_path / "labels-repaired").exists()
+    first = next(labels.iterdir())
+    for i in range(25):  # broken files: each a failed row, only the first 20 named on the console
+        (labels / f"broken{i:02d}.png").write_bytes(b"not a png")
+    r = runner.invoke(app, ["repair", str(labels), "--images", str(images), "--bank", str(bank), "--device", "cpu"])
+    assert r.exit_code == 1
+    assert r.output.count("is not a readable PNG") == 20 and "5 more files failed" in r.output
+    report = json.loads((tmp_path / "labels-repaired" / "report.json").read_text())
+    assert report["totals"]["failed"] == 25 and first.name in {row["file"] for row in report["rows"]}

@@ -23,6 +23,9 @@ def _shard(text: Optional[str]):
     return i, n
 
 
+SHOW_FAILURES = 20  # failed files named one line each; the rest are counted
+
+
 @handle_errors
 def repair(
     labels: Path = typer.Argument(..., metavar="LABELS", help="Folder of label PNGs (palette or index)."),
@@ -65,9 +68,10 @@ def repair(
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
                    TimeRemainingColumn(), console=console, disable=quiet or as_json, transient=True)
     task = None
+    failures = 0
 
     def on_event(e: dict):
-        nonlocal task
+        nonlocal task, failures
         if e["event"] == "start":
             processes = e.get("processes", 1)
             task = bar.add_task("repairing" + (f" ({processes} processes)" if processes > 1 else ""), total=e["todo"], speed="")
@@ -80,7 +84,9 @@ def repair(
         elif e["event"] == "file":
             row = e["row"]
             if row["status"] == "failed" and not as_json:
-                console.print(f"labelfix: {labels / row['file']}: {row['error']}", markup=False)
+                failures += 1
+                if failures <= SHOW_FAILURES:  # the report lists them all: a wrong folder is not 10,000 lines
+                    console.print(f"labelfix: {labels / row['file']}: {row['error']}", markup=False)
             elapsed = bar.tasks[task].elapsed or 0
             done = bar.tasks[task].completed + 1
             bar.update(task, advance=1, speed=f"{done / elapsed:.1f} img/s" if elapsed else "")
@@ -88,6 +94,8 @@ def repair(
     with bar:
         result = run_repair(settings, on_event)
     t = result.totals
+    if failures > SHOW_FAILURES:
+        console.print(f"labelfix: {failures - SHOW_FAILURES} more files failed; report.csv gives each one's reason")
     if as_json:
         print(json.dumps({"out": str(result.out), "totals": t, "rows": [r.__dict__ for r in result.rows]}, indent=2))
     elif quiet:
