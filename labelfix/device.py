@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 
 import torch
@@ -10,12 +11,19 @@ from .errors import UsageError
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """auto: CUDA if present, else the CPU. A bare `cuda` (or auto) under a launcher that gives each process
+    a LOCAL_RANK (torchrun) is that rank's GPU, so that N ranks use N GPUs, not all the first."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {name}: no CUDA device is available; use --device cpu or auto")
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise UsageError(f"--device {name}: choose auto, cpu or cuda")
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        try:
+            return torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+        except ValueError:
+            pass
     return torch.device(name)
 
 

@@ -40,6 +40,21 @@ def sub_shards(shard: tuple[int, int] | None, n: int) -> list[tuple[int, int]]:
     return [(i + k * j, k * n) for j in range(n)]
 
 
+def shard_from_environment() -> tuple[int, int] | None:
+    """(I, N) of this process among those a launcher started: torchrun's RANK / WORLD_SIZE, or a Slurm job
+    array's task (SLURM_ARRAY_TASK_ID from SLURM_ARRAY_TASK_MIN, of SLURM_ARRAY_TASK_COUNT); None if neither."""
+    env = os.environ
+    try:
+        if "RANK" in env and "WORLD_SIZE" in env:
+            return int(env["RANK"]), int(env["WORLD_SIZE"])
+        if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+            first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+            return int(env["SLURM_ARRAY_TASK_ID"]) - first, int(env["SLURM_ARRAY_TASK_COUNT"])
+    except ValueError:
+        return None
+    return None
+
+
 def auto_processes(todo: int, threads_per_process: int, cores: int | None = None) -> int:
     """One process per `threads_per_process` cores, and at least MIN_FILES_PER_PROCESS files each."""
     cores = cores or os.cpu_count() or 1

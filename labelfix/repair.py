@@ -103,6 +103,7 @@ class RepairResult:
     rows: list[ImageRow]
     totals: dict
     report_path: Path | None
+    joined: Path | None = None  # a shard that found every shard's report done: the report.json it joined them into
 
     @property
     def failed(self) -> int:
@@ -367,17 +368,18 @@ def _finish_one(item: _Prepared, probs, s: RepairSettings, bank: Bank, out: Path
 
 def repair(s: RepairSettings, progress: Callable[[dict], None] | None = None) -> RepairResult:
     """Repair the labels of `s` into its output folder, in this process or several (s.processes), and write
-    report.json and report.csv (report.shard-I-of-N.* under --shard) and, with s.preview, the preview page."""
-    return _repair(s, progress or (lambda e: None), page=s.preview)
+    report.json and report.csv (report.shard-I-of-N.* under --shard) and, with s.preview, the preview page.
+    A shard that finds every shard's report written joins them (merge_reports; RepairResult.joined)."""
+    return _repair(s, progress or (lambda e: None), page=s.preview, join=True)
 
 
 def repair_part(s: RepairSettings, progress: Callable[[dict], None]) -> RepairResult:
     """One child process's share of a repair in several (processes.py): its shard's files and report part;
     the preview page is the parent's to write."""
-    return _repair(replace(s, processes=1), progress, page=False)
+    return _repair(replace(s, processes=1), progress, page=False, join=False)
 
 
-def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool) -> RepairResult:
+def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool, join: bool) -> RepairResult:
     s = with_images(s)
     out = check_settings(s)
     labels = Path(s.labels)
@@ -448,8 +450,12 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool) -> 
     if page and not s.dry_run and s.shard is None:  # a shard's page would hide the others': --merge-reports writes it
         from .preview import write_preview_page
         write_preview_page(out, rows)
+    joined = None
+    if join and s.shard is not None and all((out / f"report.shard-{i}-of-{s.shard[1]}.json").exists()
+                                            for i in range(s.shard[1])):
+        joined = merge_reports(out)  # the last shard to finish joins them all: no extra step for a job array
     progress({"event": "done", "totals": totals})
-    return RepairResult(out, rows, totals, report_path)
+    return RepairResult(out, rows, totals, report_path, joined)
 
 
 def _run_pipeline(s: RepairSettings, bank: Bank, device, out: Path, todo: list[Path], window: int,
@@ -630,13 +636,13 @@ def merge_reports(out: Path) -> Path:
     parts = sorted(out.glob("report.shard-*-of-*.json"))
     if not parts:
         raise UsageError(f"{out}: no shard reports (report.shard-I-of-N.json) to merge")
-    rows, first, drew = [], None, False
-    for p in parts:
-        d = json.loads(p.read_text())
+    by_file, first, drew = {}, None, False
+    for p in sorted(parts, key=lambda p: p.stat().st_mtime_ns):  # a file's newest row wins: parts of an
+        d = json.loads(p.read_text())                            # earlier run in other shards may linger
         first = first or d
-        rows += d["rows"]
+        by_file.update((r["file"], r) for r in d["rows"])
         drew |= bool(d["settings"].get("preview")) and not d["settings"].get("dry_run")
-    rows.sort(key=lambda r: r["file"])
+    rows = sorted(by_file.values(), key=lambda r: r["file"])
     objs = _report_rows({"rows": rows})
     seconds = max(json.loads(p.read_text())["totals"]["seconds"] for p in parts)
     report = dict(first)

@@ -125,3 +125,18 @@ def test_a_wrong_images_folder_is_one_error_and_many_failures_are_counted(datase
     assert r.output.count("is not a readable PNG") == 20 and "5 more files failed" in r.output
     report = json.loads((tmp_path / "labels-repaired" / "report.json").read_text())
     assert report["totals"]["failed"] == 25 and first.name in {row["file"] for row in report["rows"]}
+
+
+def test_shards_from_a_launcher_s_environment_and_the_last_joins(dataset, bank, tmp_path, monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"):
+        monkeypatch.delenv(key, raising=False)
+    labels, images = make_job(dataset, tmp_path)
+    args = ["repair", str(labels), "--images", str(images), "--bank", str(bank), "--device", "cpu"]
+    r = runner.invoke(app, args + ["--shard", "auto"])
+    assert r.exit_code == 2 and "--shard auto: no torchrun" in r.output
+    out = tmp_path / "labels-repaired"
+    r = runner.invoke(app, args, env={"RANK": "0", "WORLD_SIZE": "2"})  # torchrun: each rank its share
+    assert r.exit_code == 0 and (out / "report.shard-0-of-2.json").exists() and not (out / "report.json").exists()
+    r = runner.invoke(app, args + ["--shard", "auto"], env={"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"})
+    assert r.exit_code == 0 and "every shard is done, joined in report.json" in r.output
+    assert len(json.loads((out / "report.json").read_text())["rows"]) == 3

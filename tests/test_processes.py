@@ -4,7 +4,7 @@ import pytest
 from conftest import run, tree_digest
 
 from labelfix.errors import LabelfixError
-from labelfix.processes import auto_processes, repair_in_processes, sub_shards
+from labelfix.processes import auto_processes, repair_in_processes, shard_from_environment, sub_shards
 from labelfix.repair import RepairSettings, shard_of
 
 NAMES = [f"{i:05d}.png" for i in range(400)]
@@ -27,6 +27,19 @@ def test_auto_processes_take_cores_in_fours_and_enough_files_each():
     assert auto_processes(10, threads_per_process=4, cores=16) == 1
 
 
+def test_a_launcher_s_environment_says_which_shard_this_process_is(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT"):
+        monkeypatch.delenv(key, raising=False)
+    assert shard_from_environment() is None
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")  # an array 1-4: the third of four
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
+    assert shard_from_environment() == (2, 4)
+    monkeypatch.setenv("RANK", "1")  # torchrun's ranks come first
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    assert shard_from_environment() == (1, 8)
+
+
 def test_two_processes_write_what_one_writes(job, bank, tmp_path):
     labels, images = job
     one = run(labels, images, bank, out=tmp_path / "one", processes=1, preview=True)
@@ -47,7 +60,8 @@ def test_processes_within_a_shard_write_that_shard_s_report(job, bank, tmp_path)
     out = tmp_path / "out"
     for i in range(2):
         run(labels, images, bank, out=out, processes=2, shard=(i, 2))
-    assert sorted(p.name for p in out.glob("report*.json")) == ["report.shard-0-of-2.json", "report.shard-1-of-2.json"]
+    assert sorted(p.name for p in out.glob("report*.json")) == ["report.json", "report.shard-0-of-2.json",
+                                                                 "report.shard-1-of-2.json"]  # the last joined them
     assert sorted(p.name for p in out.glob("*.png")) == sorted(p.name for p in labels.iterdir())
 
 

@@ -447,14 +447,30 @@ def test_shards_cover_every_file_once_and_merge(job, bank):
     assert merged["totals"]["files"] == len(seen)
 
 
-def test_shards_drawing_pictures_get_one_review_page_when_merged(job, bank):
+def test_the_last_shard_joins_the_reports_and_draws_one_review_page(job, bank):
     labels, images = job
     out = labels.parent / "labels-repaired"
-    for i in range(2):
-        run(labels, images, bank, shard=(i, 2), preview=True)
-        assert not (out / "preview.html").exists()  # one shard's page would hide the other's
-    page = (merge_reports(out).parent / "preview.html").read_text()
-    assert f"<p>{len(list(labels.iterdir()))} images;" in page
+    first = run(labels, images, bank, shard=(0, 2), preview=True)
+    assert first.joined is None and not (out / "report.json").exists()
+    assert not (out / "preview.html").exists()  # one shard's page would hide the other's
+    last = run(labels, images, bank, shard=(1, 2), preview=True)
+    assert last.joined == out / "report.json"
+    joined = json.loads(last.joined.read_text())
+    assert sorted(r["file"] for r in joined["rows"]) == sorted(p.name for p in labels.iterdir())
+    assert f"<p>{len(list(labels.iterdir()))} images;" in (out / "preview.html").read_text()
+
+
+def test_merging_keeps_each_file_s_newest_row_when_an_earlier_run_had_other_shards(job, bank):
+    labels, images = job
+    out = labels.parent / "labels-repaired"
+    for i in range(3):  # changing nothing: every row 'unchanged'
+        run(labels, images, bank, shard=(i, 3), min_confidence=1.0)
+    for i in range(2):  # again in two shards: the three parts of the first run are still there
+        second = run(labels, images, bank, shard=(i, 2), overwrite=True)
+    joined = json.loads(second.joined.read_text())
+    files = [r["file"] for r in joined["rows"]]
+    assert sorted(files) == sorted(p.name for p in labels.iterdir())  # each once
+    assert joined["totals"]["files"] == len(files) and joined["totals"]["repaired"] > 0  # the second run's rows
 
 
 def test_usage_errors(job, bank, tmp_path):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -8,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..errors import UsageError
+from ..processes import shard_from_environment
 from ..repair import RepairSettings, merge_reports
 from ..repair import repair as run_repair
 from ._common import console, handle_errors
@@ -15,7 +17,14 @@ from ._common import console, handle_errors
 
 def _shard(text: Optional[str]):
     if not text:
-        return None
+        # under torchrun every rank runs this command: each repairs its share, not all of them
+        return shard_from_environment() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    if text == "auto":
+        found = shard_from_environment()
+        if found is None:
+            raise UsageError("--shard auto: no torchrun (RANK, WORLD_SIZE) or Slurm job array "
+                             "(SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT) in the environment; give I/N")
+        return found
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
@@ -49,7 +58,7 @@ def repair(
     preview: bool = typer.Option(False, "--preview", help="Write preview.html with before/after overlays."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write only the report, no labels."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo files already in the output folder."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: repair a deterministic 1/N of the files."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: repair a deterministic 1/N of the files; auto: this process's share under torchrun (the default there) or a Slurm job array. The last shard to finish joins the reports."),
     merge: bool = typer.Option(False, "--merge-reports", help="Join the shard reports in the output folder, then exit."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the output folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the totals and rows as JSON."),
@@ -104,10 +113,17 @@ def repair(
         console.print(f"{t['repaired']} repaired, {t['unchanged']} unchanged, {t['skipped']} skipped, "
                       f"{t['failed']} failed, {t['needs_review']} need review; {t['pixels_changed']} pixels changed; "
                       f"{t['images_per_s']} img/s")
-        report = result.report_path.name
-        page = "" if not preview or dry_run else ", preview.html" if shard is None else \
-            "; preview.html once --merge-reports joins the shards"
-        console.print(f"output: {result.out}  ({report}, {Path(report).with_suffix('.csv').name}{page})")
+        part = result.report_path
+        drew = preview and not dry_run
+        if settings.shard is None:
+            written = "report.json, report.csv" + (", preview.html" if drew else "")
+        elif result.joined is not None:  # the last shard to finish: every shard's report is joined
+            written = (f"{part.name}, {part.with_suffix('.csv').name}; every shard is done, joined in report.json, "
+                       "report.csv" + (", preview.html" if drew else ""))
+        else:
+            written = (f"{part.name}, {part.with_suffix('.csv').name}"
+                       + ("; preview.html when the last shard joins the reports" if drew else ""))
+        console.print(f"output: {result.out}  ({written})")
     if result.failed:
         raise typer.Exit(1)
 
