@@ -105,7 +105,8 @@ def write_preview_page(out: Path, rows) -> Path:
         cls = " review" if r.needs_review else ""
         parts.append(f"<div class='row{cls}'><b>{html.escape(r.file)}</b>: {r.pixels_changed} pixels changed{conf}"
                      f"{', added ' + html.escape(r.classes_added) if r.classes_added else ''}"
-                     f"{' &mdash; <b>needs review</b>' if r.needs_review else ''}<br>"
+                     f"{' &mdash; <b>needs review</b>' if r.needs_review else ''}"
+                     f"{': ' + html.escape(r.review_reason) if r.needs_review and r.review_reason else ''}<br>"
                      f"<figure><img loading='lazy' src='{src}.before.jpg'><figcaption>before</figcaption></figure>"
                      f"<figure><img loading='lazy' src='{src}.after.jpg'><figcaption>after</figcaption></figure></div>")
     if failed:

@@ -39,7 +39,7 @@ from .processes import auto_processes, repair_in_processes
 POLICIES = ("fill", "replace")
 REPORT_COLUMNS = ("file", "status", "background_fraction", "ratio", "patches_removed", "erased_pixels",
                   "orphaned_outline", "restored_pixels", "pixels_changed", "classes_added", "mean_confidence",
-                  "needs_review", "seconds", "error")
+                  "needs_review", "review_reason", "seconds", "error")
 
 
 # Threads share one interpreter lock, which every torch op takes back when it ends: beyond a few
@@ -93,6 +93,7 @@ class ImageRow:
     classes_added: str = ""
     mean_confidence: float | None = None
     needs_review: bool = False
+    review_reason: str = ""              # why it needs review, reasons separated by '; '
     seconds: float = 0.0
     error: str = ""
 
@@ -346,12 +347,19 @@ def _finish_one(item: _Prepared, probs, s: RepairSettings, bank: Bank, out: Path
     unlabelled = item.original < 0
     weighed = change & ~outline_lines(unlabelled) if (change & unlabelled).any() else change
     review_confidence = float(conf[weighed].mean()) if weighed.any() else None
-    row.needs_review = bool((review_confidence is not None and review_confidence < s.review_below)
-                            or held_back > 0.2 * max(int(allowed.sum()), 1)
-                            or (row.orphaned_outline or 0.0) >= REVIEW_ORPHANED
-                            or row.restored_pixels > 0  # a dropped object's class is the namer's guess
-                            # more of the label unknown than the bank learned to complete
-                            or item.unknown_share > max(bank.ratios))
+    reasons = []
+    if review_confidence is not None and review_confidence < s.review_below:
+        reasons.append(f"its changes are {review_confidence:.2f} sure on average")
+    if held_back > 0.2 * max(int(allowed.sum()), 1):
+        reasons.append(f"--min-confidence held back {held_back / max(int(allowed.sum()), 1):.0%} of what it could fill")
+    if (row.orphaned_outline or 0.0) >= REVIEW_ORPHANED:
+        reasons.append(f"{row.orphaned_outline:.0%} of its outline has background on both sides: objects lost their class?")
+    if row.restored_pixels > 0:  # a dropped object's class is the namer's guess
+        reasons.append("dropped objects were given a class back: a guess")
+    if item.unknown_share > max(bank.ratios):
+        reasons.append(f"{item.unknown_share:.0%} of it was unknown, more than the bank learned to complete")
+    row.needs_review = bool(reasons)
+    row.review_reason = "; ".join(reasons)
     row.status = "repaired" if row.pixels_changed else "unchanged"
     if not s.dry_run:
         target = out / row.file

@@ -118,6 +118,7 @@ def test_an_outline_around_background_sends_the_label_to_review(bank, tmp_path):
     rows = {row.file: row for row in run(labels, images, bank, review_below=0.0).rows}
     assert rows["a.png"].orphaned_outline < 0.3 and not rows["a.png"].needs_review
     assert rows["b.png"].orphaned_outline >= 0.3 and rows["b.png"].needs_review
+    assert "background on both sides" in rows["b.png"].review_reason and not rows["a.png"].review_reason
     told = run(labels, images, bank, missing=(255,), out=tmp_path / "told").rows
     assert all(row.orphaned_outline is None for row in told)  # with --missing the user said what is wrong
 
@@ -322,7 +323,8 @@ def test_bad_inputs_each_get_a_row_and_the_rest_is_repaired(job, bank, tmp_path)
         csv_rows = list(csv.DictReader(f))
     assert {r["file"] for r in csv_rows} == set(rows)
     assert set(csv_rows[0]) >= {"file", "background_fraction", "ratio", "patches_removed", "pixels_changed",
-                                "classes_added", "mean_confidence", "needs_review", "seconds", "error"}
+                                "classes_added", "mean_confidence", "needs_review", "review_reason", "seconds",
+                                "error"}
 
 
 def test_a_label_with_nothing_labelled_fails_and_a_mostly_unknown_one_goes_to_review(job, bank):
@@ -343,6 +345,7 @@ def test_a_label_with_nothing_labelled_fails_and_a_mostly_unknown_one_goes_to_re
         assert "no labelled pixel" in rows["never_labelled.png"].error
         assert not (res.out / "never_labelled.png").exists()
         assert rows["mostly_missing.png"].status == "repaired" and rows["mostly_missing.png"].needs_review
+        assert rows["mostly_missing.png"].review_reason.endswith("unknown, more than the bank learned to complete")
         assert rows["a_third_missing.png"].status == "repaired" and not rows["a_third_missing.png"].needs_review
         assert res.failed == 1
 
