@@ -159,6 +159,9 @@ def with_images(s: RepairSettings) -> RepairSettings:
 
 def check_settings(s: RepairSettings) -> Path:
     labels = Path(s.labels)
+    if labels.is_file():
+        raise UsageError(f"{labels}: a file; LABELS is the folder of the label PNGs to repair (a file alone: put "
+                         "it in a folder of its own)")
     if not labels.is_dir():
         raise UsageError(f"{labels}: labels folder not found")
     check_label_folder(labels, list_label_files(labels, s.recursive)[0], s.recursive)  # before asking for images

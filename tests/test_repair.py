@@ -480,6 +480,8 @@ def test_usage_errors(job, bank, tmp_path):
     labels, images = job
     with pytest.raises(UsageError, match="inside the input folder"):
         run(labels, images, bank, out=labels / "sub")
+    with pytest.raises(UsageError, match="a file; LABELS is the folder"):
+        run(next(labels.iterdir()), images, bank)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(UsageError, match="no label files in the folder$"):
