@@ -35,9 +35,18 @@ def crf_available() -> bool:
         return False
 
 
-def dense_crf(image: np.ndarray, label: np.ndarray, unknown: np.ndarray, num_classes: int, iterations: int = 5) -> np.ndarray:
+# The kernels' widths in pixels (DeepLab's, for Pascal VOC) suit VOC's ~500 px images: on an image of another
+# size they are scaled with its longer side. Unscaled, the same blocks erased from 256 px VOC labels came out
+# at 79.6 mIoU, and at 83.3 from the same labels and images brought to 512 px.
+CRF_REFERENCE_SIDE = 500
+
+
+def dense_crf(image: np.ndarray, label: np.ndarray, unknown: np.ndarray, num_classes: int, iterations: int = 5,
+              scale: float | None = None) -> np.ndarray:
     """Dense CRF completion: known pixels are confident unaries, unknown pixels start from the nearest-label
-    fill with low confidence, and the CRF's appearance kernel lets the image decide the boundaries."""
+    fill with low confidence, and the CRF's appearance kernel lets the image decide the boundaries.
+
+    scale: of the kernels' widths in pixels; default the image's longer side over CRF_REFERENCE_SIDE."""
     import pydensecrf.densecrf as dcrf
 
     H, W = label.shape
@@ -51,7 +60,8 @@ def dense_crf(image: np.ndarray, label: np.ndarray, unknown: np.ndarray, num_cla
     prob[start[ys, xs], ys, xs] = conf[ys, xs]
     d = dcrf.DenseCRF2D(W, H, num_classes)
     d.setUnaryEnergy(np.ascontiguousarray(-np.log(prob.reshape(num_classes, -1))))
-    d.addPairwiseGaussian(sxy=3, compat=3)
-    d.addPairwiseBilateral(sxy=50, srgb=13, rgbim=np.ascontiguousarray(image), compat=10)
+    scale = max(H, W) / CRF_REFERENCE_SIDE if scale is None else scale
+    d.addPairwiseGaussian(sxy=3 * scale, compat=3)
+    d.addPairwiseBilateral(sxy=50 * scale, srgb=13, rgbim=np.ascontiguousarray(image), compat=10)
     q = np.array(d.inference(iterations)).reshape(num_classes, H, W)
     return np.where(unknown, q.argmax(0), label)
