@@ -35,7 +35,7 @@ from labelfix.metrics import confusion, mean_iou
 from labelfix.repair import RepairSettings, repair
 
 sys.path.insert(0, str(Path(__file__).parent))
-from repair_quality import IGNORE, blocks, damage_all  # noqa: E402
+from repair_quality import IGNORE, blocks, damage_all, dataset_arguments, write_job  # noqa: E402
 
 
 def biased_bank(bank: Path, bias: float, folder: Path) -> Path:
@@ -51,14 +51,7 @@ def biased_bank(bank: Path, bias: float, folder: Path) -> Path:
 
 def repair_each_bias(items, damaged, biases, bank: Path, folder: Path, name: str) -> dict[float, list[np.ndarray]]:
     """{bias: the repaired labels} for the labels `damaged(item)` of every item."""
-    labels, images = folder / name / "labels", folder / name / "images"
-    labels.mkdir(parents=True)
-    images.mkdir()
-    for it in items:
-        im = Image.fromarray(damaged(it).astype(np.uint8), mode="P")
-        im.putpalette(it["palette"])
-        im.save(labels / f"{it['stem']}.png")
-        (images / it["image"].name).symlink_to(it["image"].resolve())
+    labels, images = write_job(items, damaged, folder / name)
     out = {}
     for b in biases:
         target = folder / name / f"out{b:+g}"
@@ -90,11 +83,7 @@ def oracle(confs: dict[float, list[torch.Tensor]], start: float, sweeps: int = 3
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--bank", default=None)
-    ap.add_argument("--split", default="val")
-    ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=0)
+    dataset_arguments(ap)
     ap.add_argument("--biases", default="-1,-0.5,0,0.5,1,2")
     ap.add_argument("--extra", type=float, default=0.15, help="share of the label erased again to self-calibrate")
     ap.add_argument("--margins", default="0,0.005,0.02")

@@ -24,16 +24,12 @@ from labelfix.data import open_dataset
 from labelfix.repair import RepairSettings, repair
 
 sys.path.insert(0, str(Path(__file__).parent))
-from repair_quality import IGNORE, damage_all  # noqa: E402
+from repair_quality import IGNORE, damage_all, dataset_arguments, write_job  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--bank", default=None)
-    ap.add_argument("--split", default="val")
-    ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=0)
+    dataset_arguments(ap)
     ap.add_argument("--levels", default="0,0.5,0.6,0.7,0.8,0.9,0.95,0.99")
     ap.add_argument("--case", default="missing-blocks", choices=("missing-blocks", "paper-cells"))
     a = ap.parse_args()
@@ -41,14 +37,7 @@ def main():
     items = damage_all(ds.pairs(a.split)[: a.limit], a.seed)
     levels = sorted(float(x) for x in a.levels.split(","))
     with tempfile.TemporaryDirectory() as tmp:
-        labels, images = Path(tmp) / "labels", Path(tmp) / "images"
-        labels.mkdir()
-        images.mkdir()
-        for it in items:
-            im = Image.fromarray(it[a.case][0].astype(np.uint8), mode="P")
-            im.putpalette(it["palette"])
-            im.save(labels / f"{it['stem']}.png")
-            (images / it["image"].name).symlink_to(it["image"].resolve())
+        labels, images = write_job(items, lambda it: it[a.case][0], Path(tmp))
         filled, right = [], []
         for p in levels:
             out = Path(tmp) / f"out{p}"

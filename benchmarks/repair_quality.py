@@ -127,15 +127,32 @@ def wrong_pixels(fixed: np.ndarray, truth: np.ndarray, region: np.ndarray, damag
             "near_true_edge": int(near_edge[wrong].sum()), "deep_inside": int((inside[0].numpy()[wrong] > 5).sum())}
 
 
-def run_case(items, case, bank, tmp: Path, missing: bool, crf: bool, K: int, errors: bool = False):
-    lab_dir, img_dir, out_dir = tmp / case / "labels", tmp / case / "images", tmp / case / "out"
-    lab_dir.mkdir(parents=True)
-    img_dir.mkdir(parents=True)
+def write_job(items, damaged, folder: Path) -> tuple[Path, Path]:
+    """folder/labels: the labels `damaged(item)` of the items as palette PNGs; folder/images: their images
+    (links). Returns both folders, what `repair` takes."""
+    labels, images = folder / "labels", folder / "images"
+    labels.mkdir(parents=True)
+    images.mkdir(parents=True)
     for it in items:
-        im = Image.fromarray(it[case][0].astype(np.uint8), mode="P")
+        im = Image.fromarray(damaged(it).astype(np.uint8), mode="P")
         im.putpalette(it["palette"])
-        im.save(lab_dir / f"{it['stem']}.png")
-        (img_dir / it["image"].name).symlink_to(it["image"].resolve())
+        im.save(labels / f"{it['stem']}.png")
+        (images / it["image"].name).symlink_to(it["image"].resolve())
+    return labels, images
+
+
+def dataset_arguments(ap: argparse.ArgumentParser) -> None:
+    """The arguments every quality benchmark takes: which labels of which dataset, repaired by which bank."""
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--bank", default=None)
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+
+
+def run_case(items, case, bank, tmp: Path, missing: bool, crf: bool, K: int, errors: bool = False):
+    lab_dir, img_dir = write_job(items, lambda it: it[case][0], tmp / case)
+    out_dir = tmp / case / "out"
     t0 = time.perf_counter()
     res = repair(RepairSettings(labels=lab_dir, images=img_dir, out=out_dir, bank=bank,
                                 missing=(IGNORE,) if missing else ()))
@@ -193,12 +210,8 @@ def run_case(items, case, bank, tmp: Path, missing: bool, crf: bool, K: int, err
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--bank", default=None)
-    ap.add_argument("--split", default="val")
-    ap.add_argument("--limit", type=int, default=None)
+    dataset_arguments(ap)
     ap.add_argument("--skip", type=int, default=0, help="leave out the first N labels of the split")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--side", type=int, default=None, help="bring images and labels to this longer side first "
                                                           "(e.g. 500, VOC's original size)")
     ap.add_argument("--block-area", type=float, default=None,
