@@ -458,7 +458,7 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool, joi
     seconds = time.perf_counter() - t_start
     totals = _totals(rows, seconds)
     report_path = write_report(out, s, bank, rows, totals, runtime)
-    if page and not s.dry_run and s.shard is None:  # a shard's page would hide the others': --merge-reports writes it
+    if page and not s.dry_run and s.shard is None:  # a shard's page would hide the others': the join writes it
         from .preview import write_preview_page
         write_preview_page(out, rows)
     joined = None
