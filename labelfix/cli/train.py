@@ -77,6 +77,8 @@ def train(
         elif e["event"] == "calibrate-step":
             if "calibrate" not in tasks:
                 tasks["calibrate"] = bar.add_task("calibrating repair modes", total=e["total"], info="")
+                if not quiet:  # the bar is gone from a log file: say what the next minutes are
+                    console.print(f"calibrating the repair modes ({e['total']} steps)")
             bar.update(tasks["calibrate"], completed=e["done"])
         elif e["event"] == "calibrated" and not quiet:
             for mode, scores in e["scores"].items():
