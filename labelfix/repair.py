@@ -37,6 +37,7 @@ from .predict import ModelInput, background_fraction, finish_labels, prepare, ru
 from .processes import auto_processes, repair_in_processes
 
 POLICIES = ("fill", "replace")
+OUTPUT_MARKER = ".labelfix-output"  # in every output folder: re-runs and other shards may write there
 REPORT_COLUMNS = ("file", "status", "background_fraction", "ratio", "patches_removed", "erased_pixels",
                   "orphaned_outline", "restored_pixels", "pixels_changed", "classes_added", "mean_confidence",
                   "needs_review", "review_reason", "seconds", "error")
@@ -176,6 +177,7 @@ def check_settings(s: RepairSettings) -> Path:
         if _inside(out, src):
             raise UsageError(f"{out}: the output folder may not be inside the input folder {src}; "
                              "labelfix never writes into its inputs")
+    check_output_folder(out)
     if s.policy not in POLICIES:
         raise UsageError(f"--policy {s.policy}: choose fill or replace")
     if not 0.0 <= s.min_confidence <= 1.0:
@@ -192,6 +194,19 @@ def check_settings(s: RepairSettings) -> Path:
     if s.shard is not None and not (s.shard[1] >= 1 and 0 <= s.shard[0] < s.shard[1]):
         raise UsageError(f"--shard {s.shard[0]}/{s.shard[1]}: expected I/N with 0 <= I < N")
     return out
+
+
+def check_output_folder(out: Path) -> None:
+    """The output folder is new, empty, or one labelfix wrote (its marker or a report is there): a re-run
+    would skip, and --overwrite replace, same-named files of any other folder, another dataset's labels."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: a file, not a folder to write the repaired labels into")
+    if not out.is_dir() or (out / OUTPUT_MARKER).exists() or any(out.glob("report*.json")):
+        return
+    others = sum(1 for e in os.scandir(out) if not e.name.startswith("."))
+    if others:
+        raise UsageError(f"{out}: holds {others} entr{'ies' if others > 1 else 'y'} that labelfix did not write "
+                         "(no labelfix report there); choose another --out, or empty it")
 
 
 def check_label_folder(labels: Path, files: list[Path], recursive: bool = False) -> None:
@@ -412,6 +427,7 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool, joi
     check_classes(labels, bank)
     device = pick_device(s.device)
     out.mkdir(parents=True, exist_ok=True)
+    (out / OUTPUT_MARKER).touch()  # before any label: a shard starting later knows the folder for labelfix's
 
     rows: list[ImageRow] = []
     todo: list[Path] = []

@@ -431,6 +431,25 @@ def test_the_review_page_of_a_resumed_run_shows_every_label_drawn_and_the_failur
     assert page.count("loading='lazy'") == 2 * len(drawn)
 
 
+def test_an_output_folder_labelfix_did_not_write_is_refused_and_left_alone(job, bank, tmp_path):
+    labels, images = job
+    other = tmp_path / "other-dataset-labels"  # --out mistyped: another dataset's labels, same names
+    shutil.copytree(labels, other)
+    before = tree_digest(other)
+    for overwrite in (False, True):
+        with pytest.raises(UsageError, match="that labelfix did not write"):
+            run(labels, images, bank, out=other, overwrite=overwrite)
+    assert tree_digest(other) == before
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(UsageError, match="a file, not a folder"):
+        run(labels, images, bank, out=tmp_path / "a-file")
+    old = run(labels, images, bank, out=tmp_path / "older").out
+    (old / ".labelfix-output").unlink()  # written by a labelfix from before the marker: its report says so
+    assert run(labels, images, bank, out=old).rows
+    (tmp_path / "empty").mkdir()
+    assert run(labels, images, bank, out=tmp_path / "empty").failed == 0
+
+
 def test_dry_run_writes_only_the_report(job, bank):
     labels, images = job
     res = run(labels, images, bank, dry_run=True)
