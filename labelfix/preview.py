@@ -110,8 +110,8 @@ def write_preview_page(out: Path, rows) -> Path:
                      f"<figure><img loading='lazy' src='{src}.before.jpg'><figcaption>before</figcaption></figure>"
                      f"<figure><img loading='lazy' src='{src}.after.jpg'><figcaption>after</figcaption></figure></div>")
     if failed:
-        parts.append("<h2>Failed</h2><ul>" + "".join(f"<li><b>{html.escape(r.file)}</b>: {html.escape(r.error or '')}</li>"
-                                                     for r in failed) + "</ul>")
+        items = "".join(f"<li><b>{html.escape(r.file)}</b>: {html.escape(r.error or '')}</li>" for r in failed)
+        parts.append(f"<h2>Failed</h2><ul>{items}</ul>")
     page = out / "preview.html"
     atomic_write_bytes(page, "\n".join(parts).encode())
     return page

@@ -369,9 +369,11 @@ def _finish_one(item: _Prepared, probs, s: RepairSettings, bank: Bank, out: Path
     if review_confidence is not None and review_confidence < s.review_below:
         reasons.append(f"its changes are {review_confidence:.2f} sure on average")
     if held_back > 0.2 * max(int(allowed.sum()), 1):
-        reasons.append(f"--min-confidence held back {held_back / max(int(allowed.sum()), 1):.0%} of what it could fill")
+        reasons.append(f"--min-confidence held back {held_back / max(int(allowed.sum()), 1):.0%} of what it "
+                       "could fill")
     if (row.orphaned_outline or 0.0) >= REVIEW_ORPHANED:
-        reasons.append(f"{row.orphaned_outline:.0%} of its outline has background on both sides: objects lost their class?")
+        reasons.append(f"{row.orphaned_outline:.0%} of its outline has background on both sides: "
+                       "objects lost their class?")
     if row.restored_pixels > 0:  # a dropped object's class is the namer's guess
         reasons.append("dropped objects were given a class back: a guess")
     if item.unknown_share > max(bank.ratios):
