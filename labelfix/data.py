@@ -7,6 +7,7 @@ A `classes.json` at the top of either layout gives names / ignore_index / backgr
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,28 @@ def find_image(images_dir: Path, label_stem: str) -> Path | None:
     return None
 
 
+def list_label_files(labels: Path, recursive: bool = False) -> tuple[list[Path], int]:
+    """The files of the folder (and with `recursive`, of its subfolders) to repair, in the order of their
+    names, and how many Cityscapes companions of its labels (colour maps, instance ids, polygons) were left
+    out of them: those are not label maps of classes. Hidden files and folders are not looked at."""
+    if recursive:
+        files = []
+        for folder, subfolders, names in os.walk(labels):
+            subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+            files += [Path(folder) / n for n in names if not n.startswith(".")]
+        files = sorted((p for p in files if p.is_file()), key=lambda p: relative_name(p, labels))
+    else:
+        files = sorted(p for p in labels.iterdir() if not p.name.startswith(".") and p.is_file())
+    labels_only = [p for p in files if not CITYSCAPES_COMPANION.search(p.name)]
+    return labels_only, len(files) - len(labels_only)
+
+
+def relative_name(path: Path, labels: Path) -> str:
+    """A label's name in the report and the output folder: its path under LABELS ('a.png', or with
+    --recursive 'frankfurt/a.png')."""
+    return path.relative_to(labels).as_posix()
+
+
 def images_folder_candidates(labels: Path) -> list[Path]:
     """Where the common layouts keep the images of a folder of labels, in the order looked at: VOC
     (SegmentationClass beside JPEGImages), images/ beside labels/, ADE20K (annotations/training beside
@@ -131,21 +154,20 @@ def images_folder_candidates(labels: Path) -> list[Path]:
             grand / "leftImg8bit" / labels.name, parent / "leftImg8bit", labels]
 
 
-def holds_images_of(folder: Path, labels: list[Path], root: Path | None = None) -> bool:
-    """Whether `folder` holds the image of one of `labels` (a label is not its own image); with `root`, the
-    labels' folder, the image of a label in a subfolder of `root` is looked for in that subfolder of `folder`."""
-    return any(find_image(folder if root is None else folder / label.parent.relative_to(root), label.stem)
-               not in (None, label) for label in labels)
+def holds_images_of(folder: Path, labels: list[Path], root: Path) -> bool:
+    """Whether `folder` holds the image of one of `labels` (a label is not its own image), the image of a
+    label in a subfolder of `root`, the labels' folder, looked for in that subfolder of `folder`."""
+    return any(find_image(folder / label.parent.relative_to(root), label.stem) not in (None, label)
+               for label in labels)
 
 
-def guess_images_folder(labels: Path, recursive: bool = False) -> Path | None:
+def guess_images_folder(labels: Path, recursive: bool = False, files: list[Path] | None = None) -> Path | None:
     """The first of `images_folder_candidates` that holds the image of a label of the folder (the first few
-    labels are tried; with `recursive`, of its subfolders too, in the same subfolders), or None."""
+    labels are tried; with `recursive`, of its subfolders too, in the same subfolders), or None. files: the
+    folder's `list_label_files`, if the caller has them."""
     labels = Path(labels)
-    pngs = labels.rglob("*.png") if recursive else labels.glob("*.png")
-    wanted = (p for p in pngs if not CITYSCAPES_COMPANION.search(p.name)
-              and not any(part.startswith(".") for part in p.relative_to(labels).parts))  # hidden: not labels
-    first = sorted(wanted)[:8]
+    files = list_label_files(labels, recursive)[0] if files is None else files
+    first = [f for f in files if f.suffix.lower() == ".png"][:8]
     for folder in images_folder_candidates(labels):
         if folder.is_dir() and holds_images_of(folder, first, labels):
             return folder

@@ -27,8 +27,8 @@ from PIL import Image
 from . import __version__
 from .bank import Bank, atomic_write_bytes, load_bank
 from .classes import ClassSet, cityscapes_to_train_ids, is_cityscapes_label_ids, train_ids_to_cityscapes
-from .data import (CITYSCAPES_COMPANION, IMAGE_EXTS, PHOTO_EXTS, LabelFile, find_image, guess_images_folder,
-                   holds_images_of, image_stems, images_folder_candidates, read_image, read_label)
+from .data import (IMAGE_EXTS, PHOTO_EXTS, LabelFile, find_image, guess_images_folder, holds_images_of, image_stems,
+                   images_folder_candidates, list_label_files, read_image, read_label, relative_name)
 from .device import pick_device, resolve_precision
 from .erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline, outline_lines
 from .errors import InputFileError, UsageError
@@ -127,45 +127,25 @@ def shard_of(name: str, n: int) -> int:
     return int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big") % n
 
 
-def list_label_files(labels: Path, recursive: bool = False) -> tuple[list[Path], int]:
-    """The files of the folder (and with `recursive`, of its subfolders) to repair, in the order of their
-    names, and how many Cityscapes companions of its labels (colour maps, instance ids, polygons) were left
-    out of them: those are not label maps of classes. Hidden files and folders are not looked at."""
-    if recursive:
-        files = []
-        for folder, subfolders, names in os.walk(labels):
-            subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-            files += [Path(folder) / n for n in names if not n.startswith(".")]
-        files = sorted((p for p in files if p.is_file()), key=lambda p: relative_name(p, labels))
-    else:
-        files = sorted(p for p in labels.iterdir() if not p.name.startswith(".") and p.is_file())
-    labels_only = [p for p in files if not CITYSCAPES_COMPANION.search(p.name)]
-    return labels_only, len(files) - len(labels_only)
-
-
-def relative_name(path: Path, labels: Path) -> str:
-    """A label's name in the report and the output folder: its path under LABELS ('a.png', or with
-    --recursive 'frankfurt/a.png')."""
-    return path.relative_to(labels).as_posix()
-
-
-def with_images(s: RepairSettings) -> RepairSettings:
+def with_images(s: RepairSettings, files: list[Path]) -> RepairSettings:
     """The settings with their images folder: as given, or found where common layouts keep the images of
-    the labels (unchanged, None, if there is none there)."""
+    the labels (unchanged, None, if there is none there). files: the labels folder's list_label_files."""
     if s.images is not None or not Path(s.labels).is_dir():
         return s
-    found = guess_images_folder(Path(s.labels), s.recursive)
+    found = guess_images_folder(Path(s.labels), s.recursive, files)
     return s if found is None else replace(s, images=found)
 
 
-def check_settings(s: RepairSettings) -> Path:
+def check_settings(s: RepairSettings, files: list[Path]) -> Path:
+    """The output folder, or a UsageError for what is wrong with the settings. files: the labels folder's
+    list_label_files."""
     labels = Path(s.labels)
     if labels.is_file():
         raise UsageError(f"{labels}: a file; LABELS is the folder of the label PNGs to repair (a file alone: put "
                          "it in a folder of its own)")
     if not labels.is_dir():
         raise UsageError(f"{labels}: labels folder not found")
-    check_label_folder(labels, list_label_files(labels, s.recursive)[0], s.recursive)  # before asking for images
+    check_label_folder(labels, files, s.recursive)  # before asking for images
     if s.images is None:
         looked = ", ".join(str(p) for p in images_folder_candidates(labels))
         raise UsageError(f"--images is required: no images of the labels where datasets keep them ({looked})")
@@ -408,10 +388,10 @@ def repair_part(s: RepairSettings, progress: Callable[[dict], None]) -> RepairRe
 
 
 def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool, join: bool) -> RepairResult:
-    s = with_images(s)
-    out = check_settings(s)
     labels = Path(s.labels)
-    files, companions = list_label_files(labels, s.recursive)
+    files, companions = list_label_files(labels, s.recursive) if labels.is_dir() else ([], 0)
+    s = with_images(s, files)
+    out = check_settings(s, files)
     beside = Path(s.images).resolve() == labels.resolve()  # images beside their labels: the photos are images
     if beside:
         files = [f for f in files if f.suffix.lower() not in PHOTO_EXTS]
@@ -665,15 +645,15 @@ def merge_reports(out: Path) -> Path:
     parts = sorted(out.glob("report.shard-*-of-*.json"))
     if not parts:
         raise UsageError(f"{out}: no shard reports (report.shard-I-of-N.json) to merge")
-    by_file, first, drew = {}, None, False
+    by_file, first, drew, seconds = {}, None, False, 0.0
     for p in sorted(parts, key=lambda p: p.stat().st_mtime_ns):  # a file's newest row wins: parts of an
         d = json.loads(p.read_text())                            # earlier run in other shards may linger
         first = first or d
         by_file.update((r["file"], r) for r in d["rows"])
         drew |= bool(d["settings"].get("preview")) and not d["settings"].get("dry_run")
+        seconds = max(seconds, d["totals"]["seconds"])
     rows = sorted(by_file.values(), key=lambda r: r["file"])
     objs = _report_rows({"rows": rows})
-    seconds = max(json.loads(p.read_text())["totals"]["seconds"] for p in parts)
     report = dict(first)
     report["settings"] = dict(first["settings"], shard=None)
     report["shards"] = [p.name for p in parts]
