@@ -8,7 +8,10 @@ dataset-level confusion matrices (void excluded):
                    blocks; `--block-area 0.1` makes them blocks of 10% of the image each)
   paper-cells      the 50% most-background cells of a 14 x 14 grid set to 255, --missing 255
   zero-blocks      the same blocks set to 0 (background), blind repair
-  dropped-objects  about half of the objects (classes of an image) set to background, blind repair
+  dropped-objects  about half of the objects (classes of an image) set to background, their void outline
+                   kept (VOC style), blind repair
+  forgotten-objects  the same objects set to background with their outline (the void pixels nearest to
+                   them): an object nobody outlined, blind repair
   clean            no damage, blind repair (not run unless asked: --cases clean): what it changes that was right
 
 For the two --missing cases, nearest-label fill and a dense CRF (if pydensecrf2 is installed) fill the
@@ -77,6 +80,16 @@ def drop_objects(label, rng):
     return dropped
 
 
+def with_outline(label, dropped, reach=8):
+    """The dropped pixels and their void outline: the void pixels within `reach` px whose nearest object
+    pixel (background aside) is a dropped one."""
+    objects = (label != IGNORE) & (label != 0)
+    known = np.where(objects, dropped.astype(np.int64), -1)
+    nearest, distance = nearest_fill(torch.from_numpy(known)[None], with_distance=True)
+    outline = (label == IGNORE) & (nearest[0].numpy() == 1) & (distance[0].numpy() <= reach)
+    return dropped | outline
+
+
 def damage_all(pairs, seed, side=None, folder=None, block_area=None):
     """The four damaged versions of every label. With `side`, image and label are first brought to that
     longer side (bicubic, nearest; the images written to `folder`), e.g. 500 for VOC's original size;
@@ -93,16 +106,17 @@ def damage_all(pairs, seed, side=None, folder=None, block_area=None):
             im.resize(size, Image.BICUBIC).save(img_path, quality=95)
             lab = np.array(Image.fromarray(lab).resize(size, Image.NEAREST))
         b = blocks(lab.shape, rng, area=block_area)
+        dropped = drop_objects(lab, rng)
+        forgotten = with_outline(lab, dropped)
         out.append({
             "stem": lab_path.stem, "image": Path(img_path), "truth": lab, "palette": lf.palette,
             "missing-blocks": (np.where(b, IGNORE, lab), b),
             "paper-cells": (np.where(paper_cells(lab), IGNORE, lab), paper_cells(lab)),
             "zero-blocks": (np.where(b, 0, lab), b),
-            "dropped-objects": (np.where(drop_objects(lab, rng) , 0, lab), None),
+            "dropped-objects": (np.where(dropped, 0, lab), dropped),
+            "forgotten-objects": (np.where(forgotten, 0, lab), forgotten),
             "clean": (lab, np.zeros(lab.shape, bool)),
         })
-        d = out[-1]["dropped-objects"][0] != lab
-        out[-1]["dropped-objects"] = (out[-1]["dropped-objects"][0], d)
     return out
 
 
@@ -150,11 +164,12 @@ def dataset_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--seed", type=int, default=0)
 
 
-def run_case(items, case, bank, tmp: Path, missing: bool, crf: bool, K: int, errors: bool = False):
+def run_case(items, case, bank, tmp: Path, missing: bool, crf: bool, K: int, errors: bool = False,
+             erasures: bool = True):
     lab_dir, img_dir = write_job(items, lambda it: it[case][0], tmp / case)
     out_dir = tmp / case / "out"
     t0 = time.perf_counter()
-    res = repair(RepairSettings(labels=lab_dir, images=img_dir, out=out_dir, bank=bank,
+    res = repair(RepairSettings(labels=lab_dir, images=img_dir, out=out_dir, bank=bank, find_erasures=erasures,
                                 missing=(IGNORE,) if missing else ()))
     seconds = time.perf_counter() - t0
     assert res.failed == 0, [r.error for r in res.rows if r.error]
@@ -194,7 +209,7 @@ def run_case(items, case, bank, tmp: Path, missing: bool, crf: bool, K: int, err
     for m, c in conf.items():
         if case == "clean":
             continue  # nothing damaged to score
-        if case == "dropped-objects":
+        if case.endswith("-objects"):
             # the dropped pixels are all objects: score the object classes (background has no truth here)
             iou = iou_per_class(c)[1:]
             row[m] = float(np.nanmean(iou) * 100)
@@ -217,8 +232,9 @@ def main():
     ap.add_argument("--block-area", type=float, default=None,
                     help="blocks of this share of the label each (0.1: about 3 blocks), not 5-15 smaller ones")
     ap.add_argument("--no-crf", action="store_true")
-    ap.add_argument("--cases", default="missing-blocks,paper-cells,zero-blocks,dropped-objects")
+    ap.add_argument("--cases", default="missing-blocks,paper-cells,zero-blocks,dropped-objects,forgotten-objects")
     ap.add_argument("--errors", action="store_true", help="say where labelfix's wrong pixels are (wrong_pixels)")
+    ap.add_argument("--no-erasures", action="store_true", help="blind repair without reading the outlines")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     ds = open_dataset(a.data)
@@ -229,7 +245,7 @@ def main():
         items = damage_all(ds.pairs(a.split)[a.skip:][: a.limit], a.seed, a.side, tmp, a.block_area)
         for case in a.cases.split(","):
             row = run_case(items, case, a.bank, Path(tmp), case in ("missing-blocks", "paper-cells"), crf, K,
-                           a.errors)
+                           a.errors, not a.no_erasures)
             rows.append(row)
             figures = {k: round(v, 1) for k, v in row.items() if k in ("labelfix", "nearest-label", "dense-crf")}
             extra = f", undamaged pixels changed {row['undamaged_changed_pct']}%" if "undamaged_changed_pct" in row else ""

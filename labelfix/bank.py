@@ -3,6 +3,8 @@
     manifest.json   format version, model config, classes (names, ignore, background, palette),
                     input and patch size, {ratio: {file, sha256}}, training summary
     ratio-0.50.safetensors, ...
+    encoder.safetensors   the frozen image encoder (encoder.py) of a model config whose `encoder` is not
+                    "none", {encoder: {file, sha256, source, licence}} in the manifest
     objects.safetensors   optional: the namer of dropped objects (objects.py), {objects: {file, sha256,
                     hidden, members, min_probability}} in the manifest
     extent.safetensors    optional: the learned background bias of holes (extent.py), {extent: {file,
@@ -20,19 +22,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .boundary import BoundaryRefiner
 from .classes import ClassSet
 from .config import LMAEConfig
+from .encoder import build as build_encoder
 from .errors import BankError
+from .files import write_atomic
 from .extent import ExtentBias
 from .model import LMAE
 from .objects import RegionNamer
@@ -52,19 +54,6 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def ratio_key(ratio: float) -> str:
     return f"{float(ratio):.2f}"
 
@@ -72,10 +61,7 @@ def ratio_key(ratio: float) -> str:
 def save_weights(model: torch.nn.Module, path: Path) -> str:
     """Write a model's weights as safetensors atomically; returns the file's sha256."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp))
-    os.replace(tmp, path)
+    write_atomic(path, save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}))
     return sha256(path)
 
 
@@ -102,7 +88,7 @@ def update_manifest(folder: Path, entries: dict) -> dict:
 
 
 def _write_manifest_json(folder: Path, manifest: dict) -> None:
-    atomic_write_bytes(Path(folder) / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    write_atomic(Path(folder) / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
 @dataclass
@@ -152,6 +138,18 @@ class Bank:
         namer = self._optional_model("objects", "the dropped-object namer", lambda entry: RegionNamer(
             self.classes.num_classes, int(entry["hidden"]), int(entry["members"])))
         return None if namer is None else (namer, float(self.manifest["objects"]["min_probability"]))
+
+    def encoder(self, device="cpu") -> torch.nn.Module | None:
+        """The frozen image encoder on a device (channels-last: oneDNN runs it about twice as fast), or None
+        for a model config without one."""
+        if self.config.encoder == "none":
+            return None
+        key = ("encoder", str(device))
+        with self._loading:
+            if key not in self._models:
+                self._models[key] = load_encoder(self.path / self.manifest["encoder"]["file"], self.config.encoder,
+                                                 device)
+            return self._models[key]
 
     def extent(self) -> ExtentBias | None:
         """The learned background bias of holes (extent.py), or None if the bank has none."""
@@ -229,6 +227,16 @@ def load_model(path: Path, cfg: LMAEConfig) -> LMAE:
     return model
 
 
+def load_encoder(path: Path, name: str, device="cpu") -> torch.nn.Module:
+    """The image encoder `name` with the weights of `path`, for inference on `device`."""
+    encoder = build_encoder(name)
+    try:
+        encoder.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    except Exception as e:  # unreadable, or keys and shapes of another encoder
+        raise BankError(f"{path}: not the weights of the image encoder {name} ({e})") from None
+    return encoder.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
+
+
 def resolve_bank_path(spec: str | Path | None) -> Path:
     """A local folder, or hf://ORG/REPO[@REVISION] fetched through huggingface_hub."""
     if spec is None:
@@ -269,10 +277,16 @@ def load_bank(spec: str | Path | None = None, verify: bool = True) -> Bank:
         raise BankError(f"{mpath}: manifest is incomplete or invalid ({e})") from None
     if cfg.num_classes != classes.num_classes:
         raise BankError(f"{mpath}: model has {cfg.num_classes} classes but the class list has {classes.num_classes}")
+    if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
+        raise BankError(f"{mpath}: 'ratios' must map each mask ratio to its model file "
+                        '({"0.50": {"file": ..., "sha256": ...}}), not ' + type(entries).__name__)
     if not entries:
         raise BankError(f"{mpath}: lists no models")
     files = {float(key): _checked_file(folder, entry, verify) for key, entry in entries.items()}
-    for extra in ("objects", "extent", *REFINER_PASSES):
+    if cfg.encoder != "none" and not manifest.get("encoder"):
+        raise BankError(f"{mpath}: the model reads the image encoder {cfg.encoder}, but the manifest lists no "
+                        "encoder file")
+    for extra in ("encoder", "objects", "extent", *REFINER_PASSES):
         if manifest.get(extra):
             _checked_file(folder, manifest[extra], verify)
     return Bank(folder, manifest, cfg, classes, files)

@@ -145,7 +145,7 @@ def measure_speed(bank: Bank, data, device, s: BenchSettings, ratio: float) -> d
             Image.fromarray(np.where(lab < 0, bank.classes.ignore_index, lab).astype(np.uint8)).save(lab_dir / f"{i:05d}.png")
             Image.fromarray(img).save(img_dir / f"{i:05d}.jpg", quality=95)
         res = repair(RepairSettings(labels=lab_dir, images=img_dir, out=Path(tmp) / "out", bank=str(bank.path),
-                                    device=str(device), batch_size=s.batch_size, precision=s.precision))
+                                    device=str(device), batch_size=s.batch_size, precision=s.precision, classes="bank"))
     return {"device": str(device), "precision": resolve_precision(s.precision, device), "batch_size": s.batch_size,
             "model_images_per_s": round(model_ips, 2), "repair_images_per_s": res.totals["images_per_s"],
             "repair_images": n, "torch_threads": torch.get_num_threads()}

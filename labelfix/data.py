@@ -34,10 +34,14 @@ class LabelFile:
     palette: list[int] | None     # the file's palette for mode "P"
 
 
-def read_label(path: Path) -> LabelFile:
-    """Read a label PNG; raises InputFileError with the reason if it cannot be a label map."""
+def read_label(path: Path, max_pixels: int | None = None) -> LabelFile:
+    """Read a label PNG; raises InputFileError with the reason if it cannot be a label map (or holds more
+    than `max_pixels`, checked before it is decoded)."""
     try:
         with Image.open(path) as im:
+            if max_pixels is not None and im.width * im.height > max_pixels:
+                raise InputFileError(path, f"is {im.width}x{im.height} ({im.width * im.height / 1e6:.0f} megapixels); "
+                                           f"labelfix repairs labels of up to {max_pixels / 1e6:.0f}: split it into tiles")
             im.load()
             mode = im.mode
             if mode in ("RGB", "RGBA"):
@@ -79,12 +83,17 @@ def read_image(path: Path, label_shape: tuple[int, int] | None = None) -> np.nda
             if (label_shape is not None and (im.width, im.height) == tuple(label_shape) != (im.height, im.width)
                     and im.getexif().get(_ORIENTATION_TAG) in _QUARTER_TURNS):
                 im = ImageOps.exif_transpose(im)
+            if label_shape is not None and (im.height, im.width) != tuple(label_shape):  # before decoding it
+                raise InputFileError(path, f"is {im.width}x{im.height} but its label is "
+                                           f"{label_shape[1]}x{label_shape[0]}")
             return np.array(im if im.mode == "RGB" else im.convert("RGB"))  # convert would copy an RGB image
+    except InputFileError:
+        raise
     except FileNotFoundError:
         raise InputFileError(path, "does not exist") from None
     except PermissionError:
         raise InputFileError(path, "cannot be read (permission denied)") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise InputFileError(path, f"is not a readable image ({e})") from None
 
 
@@ -120,19 +129,33 @@ def find_image(images_dir: Path, label_stem: str) -> Path | None:
     return None
 
 
+# files a dataset keeps beside its labels that are not label maps: read (classes.json) or left alone
+COMPANION_SUFFIXES = (".json", ".txt", ".md", ".rst", ".csv", ".tsv", ".yaml", ".yml", ".xml", ".html", ".pdf")
+COMPANION_STEMS = ("readme", "license", "licence", "notice", "changelog")
+
+
+def is_companion(name: str) -> bool:
+    """A file beside the labels that is not one: a Cityscapes colour map, instance ids or polygons, a
+    classes.json, a README, a split list."""
+    lower = name.lower()
+    return bool(CITYSCAPES_COMPANION.search(name)) or lower.endswith(COMPANION_SUFFIXES) \
+        or lower.split(".")[0] in COMPANION_STEMS
+
+
 def list_label_files(labels: Path, recursive: bool = False) -> tuple[list[Path], int]:
-    """The files of the folder (and with `recursive`, of its subfolders) to repair, in the order of their
-    names, and how many Cityscapes companions of its labels (colour maps, instance ids, polygons) were left
-    out of them: those are not label maps of classes. Hidden files and folders are not looked at."""
+    """The entries of the folder (and with `recursive`, of its subfolders) to repair, in the order of their
+    names, and how many companions of its labels (is_companion) were left out of them. Every entry that is
+    not a folder is listed, unreadable ones too (a broken link, a FIFO): repair reports why each cannot be
+    read. Hidden files and folders are not looked at."""
     if recursive:
         files = []
         for folder, subfolders, names in os.walk(labels):
             subfolders[:] = [d for d in subfolders if not d.startswith(".")]
             files += [Path(folder) / n for n in names if not n.startswith(".")]
-        files = sorted((p for p in files if p.is_file()), key=lambda p: relative_name(p, labels))
+        files = sorted((p for p in files if not p.is_dir()), key=lambda p: relative_name(p, labels))
     else:
-        files = sorted(p for p in labels.iterdir() if not p.name.startswith(".") and p.is_file())
-    labels_only = [p for p in files if not CITYSCAPES_COMPANION.search(p.name)]
+        files = sorted(p for p in labels.iterdir() if not p.name.startswith(".") and not p.is_dir())
+    labels_only = [p for p in files if not is_companion(p.name)]
     return labels_only, len(files) - len(labels_only)
 
 
@@ -224,9 +247,6 @@ def load_pair(img_path: Path, label_path: Path, classes: ClassSet) -> tuple[np.n
     """(H, W, 3) uint8 image and (H, W) int64 label in model indices (-1 = unlabelled)."""
     label = read_label(label_path).values
     image = read_image(img_path, label.shape)
-    if image.shape[:2] != label.shape:
-        raise InputFileError(img_path, f"is {image.shape[1]}x{image.shape[0]} but its label is "
-                                       f"{label.shape[1]}x{label.shape[0]}")
     bad = classes.bad_values(label)
     if bad:
         raise InputFileError(label_path, f"has values {bad[:8]} outside the {classes.num_classes} classes "
@@ -241,65 +261,71 @@ def resize_pair(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.nda
     return img, lab
 
 
-class TrainSamples(torch.utils.data.Dataset):
-    """Image/label pairs held in memory, with the paper's augmentation (random crop, resize, flip) and,
-    optionally, copy-paste: with probability `copy_paste` some object classes of another sample (its
-    own crop) are pasted over this one, image and label, with the void outline around them.
+@dataclass(frozen=True)
+class Crop:
+    """A training view of an image: the box kept (pixels) and whether it is mirrored."""
+    y0: int
+    x0: int
+    height: int
+    width: int
+    flip: bool
 
-    An item is addressed by (index, epoch), or by its index alone (epoch 0): the crop is a function of
-    the seed, the epoch and the index, so loader workers that outlive an epoch (persistent workers)
-    still draw new crops each epoch when the sampler tags the indices (EpochTaggedSampler)."""
+
+class TrainSamples(torch.utils.data.Dataset):
+    """Image/label pairs held in memory, with the paper's augmentation (random crop, resize, flip).
+
+    An item is addressed by (index, epoch), or by its index alone (epoch 0). Its crop is a function of
+    the seed, the index and the view: with `views` 0 every epoch draws a new one; with `views` V the
+    epoch picks one of V fixed crops per image (epoch mod V), whose image-encoder features can be
+    computed once (features.py) and handed in as `features`, (index, view) -> the three maps. Without
+    augmentation the one view is the whole image. Loader workers that outlive an epoch (persistent
+    workers) still see each epoch's view when the sampler tags the indices (EpochTaggedSampler)."""
 
     def __init__(self, pairs, classes: ClassSet, size: int, augment: bool, seed: int = 0,
-                 min_crop: float = 0.35, copy_paste: float = 0.0):
-        self.data = [load_pair(i, l, classes) for i, l in pairs]
+                 min_crop: float = 0.35, views: int = 0):
+        self.pairs = list(pairs)
+        self.data = [load_pair(i, l, classes) for i, l in self.pairs]
         self.size, self.augment, self.seed = size, augment, seed
-        self.min_crop, self.copy_paste = min_crop, copy_paste
-        self.background = classes.background_index
+        self.min_crop, self.views = min_crop, views
+        self.features = None  # set by features.attach: (index, view) -> [f8, f16, f32]
 
     def __len__(self):
         return len(self.data)
 
-    def _crop(self, i: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Sample i randomly cropped, flipped and resized: (S, S, 3) uint8, (S, S) int64."""
-        image, label = self.data[i]
-        H, W = label.shape
+    def view_count(self) -> int:
+        """The fixed views per image: V, or 1 (the whole image) without augmentation."""
+        return self.views if self.augment else 1
+
+    def crop(self, i: int, view: int) -> Crop | None:
+        """The crop of sample i in a view (a view number or, with `views` 0, the epoch), or None: the whole image."""
+        if not self.augment:
+            return None
+        rng = np.random.default_rng((self.seed, view, i))
+        H, W = self.data[i][1].shape
         scale = rng.uniform(self.min_crop, 1.0)  # share of the area kept by the crop
         aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
         ch = int(min(H, round(np.sqrt(scale * H * W / aspect))))
         cw = int(min(W, round(np.sqrt(scale * H * W * aspect))))
         y0, x0 = rng.integers(0, H - ch + 1), rng.integers(0, W - cw + 1)
-        image, label = image[y0:y0 + ch, x0:x0 + cw], label[y0:y0 + ch, x0:x0 + cw]
-        if rng.random() < 0.5:
-            image, label = image[:, ::-1], label[:, ::-1]
-        return resize_pair(np.ascontiguousarray(image), np.ascontiguousarray(label), self.size)
+        return Crop(int(y0), int(x0), ch, cw, bool(rng.random() < 0.5))
 
-    def _paste(self, img: np.ndarray, lab: np.ndarray, rng: np.random.Generator) -> None:
-        """Paste a random subset of another sample's object classes onto (img, lab), in place."""
-        src_img, src_lab = self._crop(int(rng.integers(len(self.data))), rng)
-        present = [c for c in np.unique(src_lab) if c >= 0 and c != self.background]
-        if not present:
-            return
-        chosen = [c for c in present if rng.random() < 0.5] or [present[int(rng.integers(len(present)))]]
-        objects = np.isin(src_lab, chosen)
-        near = objects.copy()  # objects grown by one pixel (4-neighbours): their void outline comes along
-        near[1:] |= objects[:-1]
-        near[:-1] |= objects[1:]
-        near[:, 1:] |= objects[:, :-1]
-        near[:, :-1] |= objects[:, 1:]
-        paste = objects | (near & (src_lab < 0))
-        img[paste], lab[paste] = src_img[paste], src_lab[paste]
+    def cropped(self, i: int, crop: Crop | None) -> tuple[np.ndarray, np.ndarray]:
+        """Sample i's image and label inside the crop, at their own resolution."""
+        image, label = self.data[i]
+        if crop is None:
+            return image, label
+        image = image[crop.y0:crop.y0 + crop.height, crop.x0:crop.x0 + crop.width]
+        label = label[crop.y0:crop.y0 + crop.height, crop.x0:crop.x0 + crop.width]
+        if crop.flip:
+            image, label = image[:, ::-1], label[:, ::-1]
+        return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
     def __getitem__(self, key):
         i, epoch = key if isinstance(key, tuple) else (key, 0)
-        if self.augment:
-            rng = np.random.default_rng((self.seed, epoch, i))
-            img, lab = self._crop(i, rng)
-            if self.copy_paste and rng.random() < self.copy_paste:
-                self._paste(img, lab, rng)
-        else:
-            img, lab = resize_pair(*self.data[i], self.size)
-        return torch.from_numpy(img).permute(2, 0, 1).float() / 255.0, torch.from_numpy(lab)
+        view = epoch % self.view_count() if self.views or not self.augment else epoch
+        img, lab = resize_pair(*self.cropped(i, self.crop(i, view)), self.size)
+        item = (torch.from_numpy(img).permute(2, 0, 1).float() / 255.0, torch.from_numpy(lab))
+        return item if self.features is None else item + tuple(self.features(i, view))
 
 
 class EpochTaggedSampler(torch.utils.data.Sampler):

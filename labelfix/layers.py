@@ -74,22 +74,28 @@ class RefineHead(nn.Module):
     and adds a residual to the logits. Its last layer starts near zero, so it starts as a no-op.
     """
 
-    def __init__(self, num_classes: int, dim: int, guide_channels: int = 2):
+    def __init__(self, num_classes: int, dim: int, guide_channels: int = 2, feature_channels: int = 0):
         super().__init__()
         k = num_classes
         self.down = nn.Conv2d(3 + k + guide_channels + k, dim, 4, stride=2, padding=1)
+        # the image encoder's stride-8 features, where the model has an encoder
+        self.features = nn.Conv2d(feature_channels, dim, 1) if feature_channels else None
         self.context = nn.ModuleList(nn.Conv2d(dim, dim, 3, padding=d, dilation=d) for d in (1, 2, 4, 8, 16))
         self.out = nn.Conv2d(dim, k, 1)
         nn.init.normal_(self.out.weight, std=1e-4)  # near no-op at start, yet every layer gets a gradient
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, image, prior, guide, logits) -> torch.Tensor:
+    def forward(self, image, prior, guide, logits, features=None) -> torch.Tensor:
         """image (B,3,S,S), prior (B,K,S,S), guide (B,G,S,S): editable mask and distance to the nearest known
-        pixel, logits (B,K,S,S) -> residual (B,K,S,S)."""
+        pixel, logits (B,K,S,S), features (B,F,h,w) or None -> residual (B,K,S,S)."""
         # channels last (NHWC): oneDNN's bf16 convolutions run faster so, the dilated ones up to 4x; the
         # inputs are cast to the weights' type before they are joined, which halves the copying in bf16
         x = torch.cat([t.to(self.down.weight.dtype) for t in (image, prior, guide, logits)], 1)
-        x = F.relu(self.down(x.contiguous(memory_format=torch.channels_last)))  # (B, C, S/2, S/2)
+        x = self.down(x.contiguous(memory_format=torch.channels_last))  # (B, C, S/2, S/2)
+        if self.features is not None:
+            f = self.features(features.to(self.features.weight.dtype))  # (B, C, h, w)
+            x = x + F.interpolate(f, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        x = F.relu(x)
         for conv in self.context:
             x = x + F.relu(conv(x))
         # upsampled in fp32: under bf16 autocast the bf16 kernel is slower, and the sum with the fp32

@@ -3,6 +3,11 @@
     stack fuse -> patchify -> mask selector (outside: masking.py) -> encoder over visible patches
     -> IPS at removed patches -> decoder over all patches -> per-pixel class logits
 
+With a pretrained image encoder (config `encoder`, encoder.py), its features are added where the image
+enters: to every patch's token before the encoder (the image part of the stack fuse), to the IPS of the
+removed patches (what the encoder sees there), and to the pixel refinement (the stride-8 map). The
+encoder itself runs outside the model (frozen: training reads its cached features).
+
 Conventions: label tensors are long with -1 where no label is known; `removed` is (B, L) bool with
 1 = removed (the patch's label is hidden from the encoder and will be reconstructed); `editable` is
 (B, S, S) bool, the pixels whose class the model decides. Every known pixel feeds the prior, inside
@@ -16,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import LMAEConfig
+from .encoder import feature_channels
 from .fuse import one_hot, sincos_pos_embed_2d, stack_fuse, unpatchify
 from .layers import Block, RefineHead
 from .masking import expand_mask
@@ -50,7 +56,14 @@ class LMAE(nn.Module):
         self.head = nn.Linear(cfg.dec_dim, p * p * K)
         # our additions (DESIGN §6): propagation prior and image-guided refinement
         self.prior_scale = nn.Parameter(torch.tensor(float(cfg.prior_scale_init))) if cfg.use_prior else None
-        self.refine = RefineHead(K, cfg.refine_dim) if cfg.refine_dim else None
+        self.refine = None
+        if cfg.encoder != "none":
+            c8, c16, c32 = feature_channels(cfg.encoder)
+            self.feature_norms = nn.ModuleList(nn.LayerNorm(c) for c in (c16, c32))
+            self.feature_embed = nn.Linear(c16 + c32, cfg.enc_dim)  # into every patch's token
+            self.ips_feature_embed = nn.Linear(c16 + c32, cfg.dec_dim)  # into the IPS of removed patches
+        if cfg.refine_dim:
+            self.refine = RefineHead(K, cfg.refine_dim, feature_channels=c8 if cfg.encoder != "none" else 0)
         # -log(class weight of the training loss), added to the logits at inference: the weighted loss
         # (paper eq. 10-12) learns p(c|x) scaled by w_c; this turns it back into the posterior.
         self.register_buffer("logit_bias", torch.zeros(K))
@@ -86,10 +99,20 @@ class LMAE(nn.Module):
         x = x.to(weight.dtype).contiguous(memory_format=torch.channels_last)  # oneDNN is faster so (RefineHead)
         return F.conv2d(x, weight, linear.bias, stride=p).flatten(2).transpose(1, 2)
 
-    def forward_encoder(self, fused: torch.Tensor, removed: torch.Tensor):
-        """fused (B, K+3, S, S), removed (B, L) -> visible tokens (B, 1+V, E), their ids (B, V), key mask (B, 1+V)."""
+    def patch_features(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The encoder's maps at strides 8, 16, 32 -> the stride-16 and -32 features of each patch, each
+        layer-normalised, (B, L, C16+C32). The stride-16 map is the patch grid; the stride-32 one is upsampled."""
+        _, f16, f32 = features
+        f32 = F.interpolate(f32.float(), size=f16.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.cat([norm(f.float().flatten(2).transpose(1, 2)) for norm, f in zip(self.feature_norms, (f16, f32))], -1)
+
+    def forward_encoder(self, fused: torch.Tensor, removed: torch.Tensor, patch_features: torch.Tensor | None = None):
+        """fused (B, K+3, S, S), removed (B, L), patch_features (B, L, F) or None
+        -> visible tokens (B, 1+V, E), their ids (B, V), key mask (B, 1+V)."""
         B = fused.shape[0]
         x = self.embed_patches(self.patch_embed, fused) + self.enc_pos  # (B, L, E)
+        if patch_features is not None:
+            x = x + self.feature_embed(patch_features)
         # visible patches first, in patch order; V = most visible patches of any sample in the batch
         order = torch.argsort(removed.to(torch.int8), dim=1, stable=True)  # (B, L)
         n_visible = (~removed).sum(1)  # (B,)
@@ -103,13 +126,16 @@ class LMAE(nn.Module):
             x = blk(x, key_mask)
         return self.enc_norm(x), ids, real
 
-    def forward_decoder(self, latent, ids, real, removed, ips_source) -> torch.Tensor:
+    def forward_decoder(self, latent, ids, real, removed, ips_source, patch_features=None) -> torch.Tensor:
         """latent (B, 1+V, E) -> logits per patch (B, L, p*p*K). IPS fills the removed positions."""
         B, L = removed.shape
         x = self.dec_embed(latent)  # (B, 1+V, D)
         cls, vis = x[:, :1], x[:, 1:]
-        # IPS: the removed positions get the embedded image (and prior) patch plus the removed token
+        # IPS: the removed positions get the embedded image (and prior) patch, the encoder's features of
+        # the patch, plus the removed token
         full = self.embed_patches(self.ips_embed, ips_source) + self.removed_token  # (B, L, D)
+        if patch_features is not None:
+            full = full + self.ips_feature_embed(patch_features)
         # scatter visible tokens back to their positions (padding tokens are sent to a dummy slot L)
         dest = torch.where(real, ids, torch.full_like(ids, L))  # (B, V)
         full = torch.cat([full, full.new_zeros(B, 1, full.shape[-1])], 1)  # (B, L+1, D)
@@ -122,9 +148,11 @@ class LMAE(nn.Module):
 
     def forward(self, image: torch.Tensor, label: torch.Tensor, removed: torch.Tensor,
                 editable: torch.Tensor | None = None, nearest: tuple[torch.Tensor, torch.Tensor] | None = None,
-                without_prior: bool = False) -> torch.Tensor:
+                without_prior: bool = False, features: list[torch.Tensor] | None = None) -> torch.Tensor:
         """image (B, 3, S, S) in [0, 1]; label (B, S, S) long, -1 = unknown; removed (B, L) bool;
-        editable (B, S, S) bool: the pixels whose class is being decided (default: the unknown ones).
+        editable (B, S, S) bool: the pixels whose class is being decided (default: the unknown ones);
+        features: the image encoder's maps at strides 8, 16, 32 of the image at cfg.encoder_size, which
+        a model with an encoder needs.
 
         In blind repair the background pixels of removed patches are editable but keep their label in
         the prior (they are suspect, not unknown); with explicit missing values they are unknown.
@@ -139,7 +167,10 @@ class LMAE(nn.Module):
         image = self.normalize(image)
         # the encoder sees only the labels of visible patches
         fused = stack_fuse(torch.where(removed_px, torch.full_like(label, -1), label), image, K)  # (B, K+3, S, S)
-        latent, ids, real = self.forward_encoder(fused, removed)
+        if (features is None) != (cfg.encoder == "none"):
+            raise ValueError(f"the model's encoder is {cfg.encoder!r}: pass its features exactly when it has one")
+        tokens = None if features is None else self.patch_features(features)  # (B, L, C16+C32)
+        latent, ids, real = self.forward_encoder(fused, removed, tokens)
         # the prior: nearest known label, and the distance to it in patch sides
         nearest, dist = nearest_fill(label, with_distance=True) if nearest is None else nearest
         dist = (dist / p).clamp(max=cfg.grid).unsqueeze(1)  # (B, 1, S, S)
@@ -149,11 +180,11 @@ class LMAE(nn.Module):
             ips_source = torch.cat([image, prior, guide], 1)  # (B, 3+K+2, S, S)
         else:
             prior, ips_source = None, image
-        logits = unpatchify(self.forward_decoder(latent, ids, real, removed, ips_source), p, K)  # (B, K, S, S)
+        logits = unpatchify(self.forward_decoder(latent, ids, real, removed, ips_source, tokens), p, K)  # (B, K, S, S)
         with_prior = logits if prior is None else logits + self.prior_scale * prior
         if self.refine is not None:
             zeros = torch.zeros_like(image[:, :1]).expand(-1, K, -1, -1) if prior is None else prior
-            residual = self.refine(image, zeros, guide, with_prior)
+            residual = self.refine(image, zeros, guide, with_prior, None if features is None else features[0])
             logits = logits + residual if without_prior else with_prior + residual
         elif not without_prior:
             logits = with_prior

@@ -47,6 +47,7 @@ class ModelInput:
     hidden_full: np.ndarray    # (H, W) bool: pixels whose label the prior must not use
     ratio: float               # the bank model that handles this label
     mode: str = "missing"      # missing | replace | blind: which calibrated correction weight applies
+    encoder_image: torch.Tensor | None = None  # (3, E, E) in [0, 1]: the image for the bank's image encoder
 
 
 def resize_image(image: np.ndarray, size: int) -> torch.Tensor:
@@ -139,7 +140,9 @@ def prepare(image: np.ndarray, label: np.ndarray, bank: Bank, *, missing: np.nda
         editable_s, allowed = removed_px & bg_small, removed_full & bg_full
     label_in = torch.where(hidden_s, torch.full_like(label_s, -1), label_s)
     mode = "missing" if missing is not None else ("replace" if policy == "replace" else "blind")
-    mi = ModelInput(resize_image(image, S), label_in, removed, editable_s, removed_full, hidden_full, used_ratio, mode)
+    encoder_image = resize_image(image, cfg.encoder_size) if cfg.encoder != "none" else None
+    mi = ModelInput(resize_image(image, S), label_in, removed, editable_s, removed_full, hidden_full, used_ratio, mode,
+                    encoder_image)
     return mi, allowed
 
 
@@ -184,7 +187,7 @@ class Correction:
 @torch.no_grad()
 def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = True,
               precision: str = "auto") -> list[Correction]:
-    """The model's correction to the prior, per item; items are grouped by ratio.
+    """The model's correction to the prior, per item, each computed alone (the same whatever the batch).
 
     The nearest-label prior term is taken out here and added back at the original size by
     `finish_labels`, so labels keep full-resolution detail where the model does not disagree. Each
@@ -196,8 +199,10 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
     out: list = [None] * len(items)
     # the finishing runs on the CPU: its refiner multiplies in bf16 where the CPU does so natively
     refiner_bf16 = resolve_precision(precision, torch.device("cpu")) == "bf16"
-    for ratio in sorted({it.ratio for it in items}):
-        idx = [i for i, it in enumerate(items) if it.ratio == ratio]
+    # one label at a time: a batch's shapes (its padding, the kernels they select) would make a label's
+    # numbers, and so now and then a pixel of its output, depend on the labels it shares a batch with
+    for i, item in enumerate(items):
+        idx, ratio = [i], item.ratio
         model = bank.model(ratio, device, bf16_weights=resolve_precision(precision, device) == "bf16")
         image = torch.stack([items[i].image for i in idx]).to(device)
         label = torch.stack([items[i].label_in for i in idx]).to(device)
@@ -207,7 +212,9 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
         # rare near-ties between two equally near known pixels, which do not matter to the model
         nearest = nearest_fill(label, with_distance=True, mend=False)
         with inference_autocast(device, precision):
-            logits = model(image, label, removed, editable, nearest=nearest, without_prior=True).float()
+            features = encode(bank, [items[i] for i in idx], device)
+            logits = model(image, label, removed, editable, nearest=nearest, without_prior=True,
+                           features=features).float()
         scale = float(model.prior_scale) if model.prior_scale is not None else 0.0
         # the learned background bias only where a mode applies it (calibration measures every mode)
         wanted = not calibrated or any(bank.finishing(items[i].mode)[5] for i in idx)
@@ -223,6 +230,15 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
             else:
                 out[i] = plain
     return out
+
+
+def encode(bank: Bank, items: list[ModelInput], device) -> list[torch.Tensor] | None:
+    """The bank's image encoder's feature maps of the items' images, or None for a bank without one."""
+    encoder = bank.encoder(device)
+    if encoder is None:
+        return None
+    images = torch.stack([it.encoder_image for it in items]).to(device)
+    return encoder(images.contiguous(memory_format=torch.channels_last))
 
 
 def _extent_maps(bank: Bank, label: torch.Tensor, nearest, logits: torch.Tensor, prior_scale: float):

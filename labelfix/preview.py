@@ -4,13 +4,14 @@ and one HTML page listing every image, those that need a human look first."""
 from __future__ import annotations
 
 import html
+import io
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 import numpy as np
 from PIL import Image
 
-from .bank import atomic_write_bytes
+from .files import write_atomic
 from .classes import ClassSet
 
 THUMB = 320  # longest side of the preview pictures
@@ -74,21 +75,20 @@ def picture_stem(file: str) -> str:
 def write_preview_images(folder: Path, stem: str, image, old_values, new_values, changed, classes: ClassSet):
     (folder / stem).parent.mkdir(parents=True, exist_ok=True)
     for suffix, values, hl in (("before", old_values, None), ("after", new_values, changed)):
-        path = folder / f"{stem}.{suffix}.jpg"
-        tmp = path.with_name(f".{path.name}.tmp")
-        overlay(image, values, classes, hl).save(tmp, format="JPEG", quality=85)
-        tmp.replace(path)
+        buf = io.BytesIO()
+        overlay(image, values, classes, hl).save(buf, format="JPEG", quality=85)
+        write_atomic(folder / f"{stem}.{suffix}.jpg", buf.getvalue())
 
 
 def write_preview_page(out: Path, rows) -> Path:
     """preview.html in `out`: every label with pictures (this run's, and those an earlier run drew of the
-    files a resumed run skipped), those that need review first, then the files that failed and why."""
+    files a resumed run did not redo), those that need review first, then the files that failed and why."""
     def has_pictures(r) -> bool:
         return (out / "preview" / f"{picture_stem(r.file)}.after.jpg").exists()
 
-    shown = [r for r in rows if r.status in ("repaired", "unchanged") or (r.status == "skipped" and has_pictures(r))]
-    shown.sort(key=lambda r: (not r.needs_review, -(r.pixels_changed or 0)))
-    undrawn = sum(r.status == "skipped" and not has_pictures(r) for r in rows)
+    done = [r for r in rows if r.status in ("repaired", "unchanged")]
+    shown = sorted((r for r in done if has_pictures(r)), key=lambda r: (not r.needs_review, -(r.pixels_changed or 0)))
+    undrawn = len(done) - len(shown)
     failed = [r for r in rows if r.status == "failed"]
     parts = ["<!doctype html><meta charset='utf-8'><title>labelfix review</title>",
              "<style>body{font-family:sans-serif;margin:1em}figure{display:inline-block;margin:4px}"
@@ -113,5 +113,5 @@ def write_preview_page(out: Path, rows) -> Path:
         items = "".join(f"<li><b>{html.escape(r.file)}</b>: {html.escape(r.error or '')}</li>" for r in failed)
         parts.append(f"<h2>Failed</h2><ul>{items}</ul>")
     page = out / "preview.html"
-    atomic_write_bytes(page, "\n".join(parts).encode())
+    write_atomic(page, "\n".join(parts).encode())
     return page

@@ -16,8 +16,9 @@ import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -25,19 +26,22 @@ import torch
 from PIL import Image
 
 from . import __version__
-from .bank import Bank, atomic_write_bytes, load_bank
+from .bank import Bank, load_bank
 from .classes import ClassSet, cityscapes_to_train_ids, is_cityscapes_label_ids, train_ids_to_cityscapes
 from .data import (IMAGE_EXTS, PHOTO_EXTS, LabelFile, find_image, guess_images_folder, holds_images_of, image_stems,
                    images_folder_candidates, list_label_files, read_image, read_label, relative_name)
 from .device import pick_device, resolve_precision
 from .erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline, outline_lines
 from .errors import InputFileError, UsageError
+from .files import FATAL_WRITE_ERRORS, OutputError, describe_write_error, unreadable_reason, write_atomic
 from .objects import restore_dropped
+from .outfolder import (REPORT_FORMAT, Journal, OutputLock, check_output_folder, clear_stale_temporaries, mark,
+                        read_journals)
 from .predict import ModelInput, background_fraction, finish_labels, prepare, run_model
+from .preview import picture_stem
 from .processes import auto_processes, repair_in_processes
 
 POLICIES = ("fill", "replace")
-OUTPUT_MARKER = ".labelfix-output"  # in every output folder: re-runs and other shards may write there
 REPORT_COLUMNS = ("file", "status", "background_fraction", "ratio", "patches_removed", "erased_pixels",
                   "orphaned_outline", "restored_pixels", "pixels_changed", "classes_added", "mean_confidence",
                   "needs_review", "review_reason", "seconds", "error")
@@ -51,6 +55,9 @@ MAX_AUTO_WORKERS = 4
 # image, the class indices, the masks), so large labels would otherwise fill the memory (48 labels of
 # 2048 x 1536 peaked at 2.4 GB). 500 x 375 labels stay bound by the batch window (3 batches ahead) instead.
 PIXELS_IN_FLIGHT = 32_000_000
+# a label (and its image) larger than this is refused, not repaired: one label is held whole, and its peak
+# memory grows with it (144 megapixels peaked at 5.5 GB); split larger labels into tiles
+MAX_LABEL_PIXELS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -78,12 +85,14 @@ class RepairSettings:
     find_erasures: bool = True            # blind fill: read the outlines for erased blocks (erasure.py) and
                                           # dropped objects (objects.py) and repair them
     recursive: bool = False               # the labels of LABELS' subfolders too; images and output mirror its tree
+    classes: str | None = None            # a classes.json of the labels' classes, or "bank": they use the bank's
+                                          # (None: a classes.json beside them, or palette labels in the bank's palette)
 
 
 @dataclass
 class ImageRow:
     file: str
-    status: str = "repaired"             # repaired | unchanged | skipped | failed
+    status: str = "repaired"             # repaired | unchanged | failed
     background_fraction: float | None = None
     ratio: float | None = None
     patches_removed: int = 0
@@ -166,6 +175,12 @@ def check_settings(s: RepairSettings, files: list[Path]) -> Path:
         raise UsageError(f"--ratio {s.ratio}: must be between 0 and 1, or auto")
     if s.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    if s.dry_run and s.preview:
+        raise UsageError("--preview draws pictures into the output folder, which a --dry-run never writes")
+    for v in s.missing:
+        if not 0 <= v <= 65535:
+            raise UsageError(f"--missing {v}: label values are 0 to 255 (8-bit PNGs) or 0 to 65535 (16-bit); "
+                             "this one can never match")
     resolve_precision(s.precision, torch.device("cpu"))  # a usage error if unknown
     if s.processes < 0:
         raise UsageError("--processes must be 0 (auto) or more")
@@ -176,17 +191,20 @@ def check_settings(s: RepairSettings, files: list[Path]) -> Path:
     return out
 
 
-def check_output_folder(out: Path) -> None:
-    """The output folder is new, empty, or one labelfix wrote (its marker or a report is there): a re-run
-    would skip, and --overwrite replace, same-named files of any other folder, another dataset's labels."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out}: a file, not a folder to write the repaired labels into")
-    if not out.is_dir() or (out / OUTPUT_MARKER).exists() or any(out.glob("report*.json")):
+def check_missing_values(s: RepairSettings, files: list[Path]) -> None:
+    """--missing values above 255 cannot match 8-bit labels (read from the first label's header)."""
+    high = [v for v in s.missing if v > 255]
+    first = next((f for f in files if f.suffix.lower() == ".png" and unreadable_reason(f) is None), None)
+    if not high or first is None:
         return
-    others = sum(1 for e in os.scandir(out) if not e.name.startswith("."))
-    if others:
-        raise UsageError(f"{out}: holds {others} entr{'ies' if others > 1 else 'y'} that labelfix did not write "
-                         "(no labelfix report there); choose another --out, or empty it")
+    try:
+        with Image.open(first) as im:
+            mode = im.mode
+    except Exception:  # the file's own row will say why
+        return
+    if mode in ("P", "L", "1"):
+        raise UsageError(f"--missing {high[0]}: the labels are 8-bit ({first.name} is mode {mode}, values 0 to "
+                         "255); this value can never match")
 
 
 def check_label_folder(labels: Path, files: list[Path], recursive: bool = False) -> None:
@@ -206,16 +224,40 @@ def check_label_folder(labels: Path, files: list[Path], recursive: bool = False)
     raise UsageError(f"{labels}: no .png label maps among its {len(files)} file{'s' * (len(files) > 1)}")
 
 
-def check_classes(labels: Path, bank: Bank) -> None:
-    """A classes.json beside (or just above) the labels must agree with the bank's class list."""
-    for f in (labels / "classes.json", labels.parent / "classes.json"):
-        if f.exists():
-            user = ClassSet.from_json(f)
-            if tuple(user.names) != tuple(bank.classes.names):
-                raise UsageError(f"{f}: its {user.num_classes} classes do not match the bank's "
-                                 f"{bank.classes.num_classes} ({', '.join(bank.classes.names[:4])}, ...); "
-                                 "use a bank trained on this class list (--bank)")
-            return
+def check_classes(s: RepairSettings, bank: Bank, files: list[Path]) -> None:
+    """The labels must use the bank's classes, and something must say so, or the bank's classes would be
+    written into another dataset's labels: `--classes bank`, a classes.json (--classes FILE, or beside or
+    just above the labels) that lists the bank's classes, or palette labels in the bank's palette."""
+    if s.classes == "bank":
+        return
+    labels = Path(s.labels)
+    found = [Path(s.classes)] if s.classes else [f for f in (labels / "classes.json", labels.parent / "classes.json")
+                                                  if f.is_file()]
+    if found:
+        user = ClassSet.from_json(found[0])
+        if tuple(user.names) != tuple(bank.classes.names):
+            raise UsageError(f"{found[0]}: its {user.num_classes} classes do not match the bank's "
+                             f"{bank.classes.num_classes} ({', '.join(bank.classes.names[:4])}, ...); "
+                             "use a bank trained on this class list (--bank; labelfix train makes one)")
+        return
+    first = next((f for f in files if f.suffix.lower() == ".png" and unreadable_reason(f) is None), None)
+    if first is None:
+        return  # no label to go by: each file's row says why
+    try:
+        with Image.open(first) as im:
+            palette = im.getpalette() if im.mode == "P" else None
+    except Exception:
+        return
+    K = bank.classes.num_classes
+    ours = list(bank.classes.palette or [])[:3 * K]
+    if palette is not None and ours and palette[:3 * K] == ours:
+        return
+    what = "its palette is not the bank's" if palette is not None else "index labels carry no class names"
+    raise UsageError(f"{first}: nothing says these labels use the bank's {K} classes "
+                     f"({', '.join(bank.classes.names[:4])}, ...): {what}, and there is no classes.json beside "
+                     "them. Give --classes FILE (a classes.json of their names, ignore_index, background_index), "
+                     "or --classes bank if they use the bank's list; for other classes, train a bank "
+                     "(labelfix train)")
 
 
 @dataclass
@@ -241,7 +283,10 @@ def _prepare_one(path: Path, s: RepairSettings, bank: Bank) -> _Prepared:
     try:
         if path.suffix.lower() != ".png":
             raise InputFileError(path, "is not a PNG label map (labels must be .png)")
-        lab = read_label(path)
+        unreadable = unreadable_reason(path)
+        if unreadable:
+            raise InputFileError(path, unreadable)
+        lab = read_label(path, max_pixels=MAX_LABEL_PIXELS)
         classes = bank.classes
         values = lab.values
         if is_cityscapes_label_ids(path.name):
@@ -261,10 +306,10 @@ def _prepare_one(path: Path, s: RepairSettings, bank: Bank) -> _Prepared:
         if img_path is None:
             raise InputFileError(path, f"no image named {' or '.join(image_stems(path.stem))}"
                                        f"{{{','.join(IMAGE_EXTS)}}} in {images}")
-        image = read_image(img_path, lab.values.shape)
-        if image.shape[:2] != lab.values.shape:
-            raise InputFileError(img_path, f"is {image.shape[1]}x{image.shape[0]} but its label {path.name} is "
-                                           f"{lab.values.shape[1]}x{lab.values.shape[0]}")
+        unreadable = unreadable_reason(img_path)
+        if unreadable:
+            raise InputFileError(img_path, unreadable)
+        image = read_image(img_path, lab.values.shape)  # an image of another size fails before it is decoded
         index = classes.to_index(values)
         if missing is not None:
             index[missing] = -1
@@ -299,8 +344,9 @@ def _prepare_one(path: Path, s: RepairSettings, bank: Bank) -> _Prepared:
         item.original = original
         item.row.ratio = mi.ratio
         item.row.patches_removed = int(mi.removed.sum())
-    except InputFileError as e:
-        item.row.status, item.row.error = "failed", e.reason
+    except InputFileError as e:  # the label's own problem, or its image's, named
+        item.row.status = "failed"
+        item.row.error = e.reason if Path(e.path) == path else f"its image {e.path} {e.reason}"
     except Exception as e:  # an unexpected decoder failure is still one file's problem
         item.row.status, item.row.error = "failed", f"{type(e).__name__}: {e}"
     return item
@@ -362,14 +408,15 @@ def _finish_one(item: _Prepared, probs, s: RepairSettings, bank: Bank, out: Path
     row.review_reason = "; ".join(reasons)
     row.status = "repaired" if row.pixels_changed else "unchanged"
     if not s.dry_run:
+        # the pictures first, the label last: a file whose label is written (and journalled) is done
+        if s.preview:
+            from .preview import write_preview_images
+            write_preview_images(out / "preview", picture_stem(row.file), item.image, item.label.values,
+                                 new_values, change, bank.classes)
         target = out / row.file
         if target.parent != out:
             target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(target, encode_label(new_values, item.label))
-        if s.preview:
-            from .preview import picture_stem, write_preview_images
-            write_preview_images(out / "preview", picture_stem(row.file), item.image, item.label.values,
-                                 new_values, change, bank.classes)
+        write_atomic(target, encode_label(new_values, item.label))
     row.seconds = round(time.perf_counter() - item.t0, 4)
     return row
 
@@ -377,21 +424,62 @@ def _finish_one(item: _Prepared, probs, s: RepairSettings, bank: Bank, out: Path
 def repair(s: RepairSettings, progress: Callable[[dict], None] | None = None) -> RepairResult:
     """Repair the labels of `s` into its output folder, in this process or several (s.processes), and write
     report.json and report.csv (report.shard-I-of-N.* under --shard) and, with s.preview, the preview page.
-    A shard that finds every shard's report written joins them (merge_reports; RepairResult.joined)."""
-    return _repair(s, progress or (lambda e: None), page=s.preview, join=True)
+    A shard that finds every shard's report written joins them (merge_reports; RepairResult.joined).
+    A dry run writes nothing: the result says what a run would do."""
+    return _repair(s, progress or (lambda e: None), page=s.preview, join=True, lock=True)
 
 
 def repair_part(s: RepairSettings, progress: Callable[[dict], None]) -> RepairResult:
     """One child process's share of a repair in several (processes.py): its shard's files and report part;
-    the preview page is the parent's to write."""
-    return _repair(replace(s, processes=1), progress, page=False, join=False)
+    the parent holds the output folder's lock, and the preview page is the parent's to write."""
+    return _repair(replace(s, processes=1), progress, page=False, join=False, lock=False)
 
 
-def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool, join: bool) -> RepairResult:
+def output_settings(s: RepairSettings, bank: Bank) -> dict:
+    """The settings that shape the output files: a re-run with others would mix two kinds of output."""
+    return {"bank": bank.manifest_sha256, "missing": sorted(s.missing), "ratio": s.ratio, "policy": s.policy,
+            "min_confidence": s.min_confidence, "review_below": s.review_below, "find_erasures": s.find_erasures,
+            "classes": bank.classes.to_dict()}
+
+
+def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool, join: bool, lock: bool) -> RepairResult:
     labels = Path(s.labels)
     files, companions = list_label_files(labels, s.recursive) if labels.is_dir() else ([], 0)
     s = with_images(s, files)
     out = check_settings(s, files)
+    files = _files_to_repair(s, files)
+    bank = load_bank(s.bank)
+    check_classes(s, bank, files)
+    check_missing_values(s, files)
+    if s.ratio is not None and s.ratio not in bank.ratios:
+        nearest = bank.nearest_ratio(s.ratio)
+        progress({"event": "note", "message": f"--ratio {s.ratio}: the bank has ratios "
+                  f"{', '.join(f'{r:g}' for r in bank.ratios)}; using its nearest, {nearest:g}"})
+        s = replace(s, ratio=nearest)
+    device = pick_device(s.device)
+    if s.dry_run:
+        return _run(s, bank, device, out, files, {}, None, companions, progress, page=False, join=False)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(describe_write_error(e, out)) from None
+    with OutputLock(out, s.shard) if lock else nullcontext():
+        try:
+            mark(out)  # before any label: a shard starting later knows the folder for labelfix's
+        except OSError as e:
+            raise OutputError(describe_write_error(e, out)) from None
+        settings = output_settings(s, bank)
+        previous = _journalled_rows(out, s, settings, whole_run=lock)
+        journal = Journal(out, s.shard, settings, fresh=s.overwrite)
+        try:
+            return _run(s, bank, device, out, files, previous, journal, companions, progress, page, join)
+        finally:
+            journal.close()
+
+
+def _files_to_repair(s: RepairSettings, files: list[Path]) -> list[Path]:
+    """The label files of the run (its shard's), or a usage error where the images folder cannot be right."""
+    labels = Path(s.labels)
     beside = Path(s.images).resolve() == labels.resolve()  # images beside their labels: the photos are images
     if beside:
         files = [f for f in files if f.suffix.lower() not in PHOTO_EXTS]
@@ -405,58 +493,94 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool, joi
                          f"{' in the same subfolders' if s.recursive else ''}, ...)")
     if s.shard is not None:
         files = [f for f in files if shard_of(relative_name(f, labels), s.shard[1]) == s.shard[0]]
-    bank = load_bank(s.bank)
-    check_classes(labels, bank)
-    device = pick_device(s.device)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / OUTPUT_MARKER).touch()  # before any label: a shard starting later knows the folder for labelfix's
+    return files
 
+
+def _journalled_rows(out: Path, s: RepairSettings, settings: dict, whole_run: bool) -> dict[str, dict]:
+    """The rows of the files earlier runs finished in `out` with these settings (every journal's), for a
+    resumed run to report as they were. Journals of other settings are a usage error, unless the run
+    redoes everything (--overwrite): then a whole run deletes every journal and the old review page."""
+    journals = read_journals(out)
+    if s.overwrite:
+        if whole_run and s.shard is None:
+            for j in journals:
+                j.path.unlink(missing_ok=True)
+            (out / "preview.html").unlink(missing_ok=True)
+        return {}
+    other = [j for j in journals if j.settings != settings]
+    if other:
+        was = other[0].settings
+        differ = [f"{k} {was.get(k)!r} -> {v!r}" for k, v in settings.items() if was.get(k) != v and k != "classes"]
+        differ += ["the class list"] if was.get("classes") != settings["classes"] else []
+        raise UsageError(f"{out}: written by a run with other settings ({'; '.join(differ) or 'another version'}); "
+                         "--overwrite redoes every file with these, or choose another --out")
+    return {name: row for j in journals for name, row in j.rows.items()}
+
+
+def _run(s: RepairSettings, bank: Bank, device, out: Path, files: list[Path], previous: dict[str, dict],
+         journal: Journal | None, companions: int, progress, page: bool, join: bool) -> RepairResult:
+    """Repair the files earlier runs have not finished, report all of them. journal None: a dry run."""
+    labels = Path(s.labels)
     rows: list[ImageRow] = []
     todo: list[Path] = []
-    previous = _previous_rows(out)
     for f in files:
         name = relative_name(f, labels)
-        if not s.overwrite and not s.dry_run and (out / name).exists():
-            old = previous.get(name)
-            row = ImageRow(**old) if old else ImageRow(name)
-            row.status = "skipped"
-            rows.append(row)
+        old = previous.get(name)
+        if old is not None and old.get("status") in ("repaired", "unchanged") and (out / name).is_file():
+            rows.append(ImageRow(**{k: old.get(k) for k in (fl.name for fl in fields(ImageRow)) if k in old}))
         else:
             todo.append(f)
-    if not s.dry_run:
-        clear_stale_temporaries(out, {relative_name(f, labels) for f in todo}
-                                | {f"{_report_name(s)}.json", f"{_report_name(s)}.csv"})
+    resumed = len(rows)
+    if journal is not None:
+        names = {relative_name(f, labels) for f in todo}
+        pictures = {f"preview/{picture_stem(n)}.{when}.jpg" for n in names for when in ("before", "after")}
+        clear_stale_temporaries(out, names | pictures | {f"{_report_name(s)}.json", f"{_report_name(s)}.csv",
+                                                          "preview.html"})
     cores = os.cpu_count() or 2
     processes = max(1, min(s.processes or auto_processes(len(todo), MAX_AUTO_WORKERS, cores), len(todo)))
     runtime = {"device": str(device), "precision": resolve_precision(s.precision, device), "processes": processes}
-    progress({"event": "start", "files": len(files), "todo": len(todo), "skipped": len(files) - len(todo),
+    progress({"event": "start", "files": len(files), "todo": len(todo), "resumed": resumed,
               "out": str(out), "images": str(s.images), "companions": companions, **runtime})
     t_start = time.perf_counter()
 
-    if processes > 1:
-        threads_each = s.workers or max(1, min(MAX_AUTO_WORKERS, cores // processes))
-        parts = repair_in_processes(s, processes, threads_each, progress)
-        rows = [row for part in parts for row in _report_rows(json.loads(part.read_text()))]
-        for part in parts:  # joined below into this run's report
-            part.unlink()
-            part.with_suffix(".csv").unlink(missing_ok=True)
-    else:
-        window = max(2, 3 * s.batch_size)  # files being decoded ahead of inference
-        threads = torch.get_num_threads()
-        # every pool thread runs its own torch ops: one intra-op thread each keeps the cores busy without
-        # oversubscribing them (on a GPU the model does not need CPU threads)
-        torch.set_num_threads(1)
-        try:
-            _run_pipeline(s, bank, device, out, todo, window, rows, progress)
-        finally:
-            torch.set_num_threads(threads)
+    def record(row: ImageRow) -> None:
+        if journal is not None:
+            journal.append(asdict(row))
+        rows.append(row)
+        progress({"event": "file", "row": asdict(row)})
 
-    order = {relative_name(f, labels): i for i, f in enumerate(files)}
-    rows.sort(key=lambda r: order.get(r.file, len(order)))
-    seconds = time.perf_counter() - t_start
-    totals = _totals(rows, seconds)
+    try:
+        if processes > 1:
+            threads_each = s.workers or max(1, min(MAX_AUTO_WORKERS, cores // processes))
+            parts = repair_in_processes(s, processes, threads_each, progress)
+            rows = [row for part in parts for row in _report_rows(json.loads(part.read_text()))]
+            for part in parts:  # joined below into this run's report
+                part.unlink()
+                part.with_suffix(".csv").unlink(missing_ok=True)
+        else:
+            threads = torch.get_num_threads()
+            # every pool thread runs its own torch ops: one intra-op thread each keeps the cores busy without
+            # oversubscribing them (on a GPU the model does not need CPU threads)
+            torch.set_num_threads(1)
+            try:
+                _run_pipeline(s, bank, device, out, todo, max(2, 3 * s.batch_size), record)
+            finally:
+                torch.set_num_threads(threads)
+    except OutputError:
+        if journal is not None:  # what is done is in the journal; the report too, if it can still be written
+            try:
+                write_report(out, s, bank, _sorted_rows(rows, files, labels), {}, runtime)
+            except OSError:
+                pass
+        raise
+
+    rows = _sorted_rows(rows, files, labels)
+    totals = _totals(rows, time.perf_counter() - t_start, resumed)
+    if journal is None:
+        progress({"event": "done", "totals": totals})
+        return RepairResult(out, rows, totals, None)
     report_path = write_report(out, s, bank, rows, totals, runtime)
-    if page and not s.dry_run and s.shard is None:  # a shard's page would hide the others': the join writes it
+    if page and s.shard is None:  # a shard's page would hide the others': the join writes it
         from .preview import write_preview_page
         write_preview_page(out, rows)
     joined = None
@@ -467,8 +591,13 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool, joi
     return RepairResult(out, rows, totals, report_path, joined)
 
 
+def _sorted_rows(rows: list[ImageRow], files: list[Path], labels: Path) -> list[ImageRow]:
+    order = {relative_name(f, labels): i for i, f in enumerate(files)}
+    return sorted(rows, key=lambda r: order.get(r.file, len(order)))
+
+
 def _run_pipeline(s: RepairSettings, bank: Bank, device, out: Path, todo: list[Path], window: int,
-                  rows: list[ImageRow], progress) -> None:
+                  on_row: Callable[[ImageRow], None]) -> None:
     """Decode and prepare, infer in batches, finish and write: all on the pool, overlapped; this thread
     only hands work on.
 
@@ -482,8 +611,7 @@ def _run_pipeline(s: RepairSettings, bank: Bank, device, out: Path, todo: list[P
 
     def record(row: ImageRow):
         in_flight.pop(row.file, None)
-        rows.append(row)
-        progress({"event": "file", "row": asdict(row)})
+        on_row(row)
 
     with ThreadPoolExecutor(s.workers or min(MAX_AUTO_WORKERS, os.cpu_count() or 2)) as pool:
         pending: deque[Future] = deque()
@@ -540,6 +668,8 @@ def _run_pipeline(s: RepairSettings, bank: Bank, device, out: Path, todo: list[P
 
 def _pixels(path: Path) -> int:
     """A label file's pixel count from its header (1 if unreadable: preparing it reports why)."""
+    if unreadable_reason(path):
+        return 1  # a FIFO would never open
     try:
         with Image.open(path) as im:
             return max(1, im.size[0] * im.size[1])
@@ -547,48 +677,29 @@ def _pixels(path: Path) -> int:
         return 1
 
 
-def clear_stale_temporaries(out: Path, names: set[str]) -> int:
-    """Delete the temporary files (`.NAME.XXXXXXXX.tmp`, bank.atomic_write_bytes) that a run killed while
-    writing left behind for these names (paths under `out`). Only the names this run writes: another shard
-    may be writing its own beside them. Returns how many it deleted."""
-    gone = 0
-    for folder in {PurePosixPath(n).parent for n in names}:
-        try:
-            entries = list(os.scandir(out / folder))
-        except OSError:
-            continue  # not made yet
-        for entry in entries:
-            name = entry.name
-            if (name.startswith(".") and name.endswith(".tmp")
-                    and (folder / name[1:].rsplit(".", 2)[0]).as_posix() in names):
-                try:
-                    os.unlink(entry.path)
-                    gone += 1
-                except OSError:
-                    pass  # gone already, or not ours to delete: it does no harm
-    return gone
-
-
 def _finish_safely(item, correction, s, bank, out) -> ImageRow:
     try:
         return _finish_one(item, correction, s, bank, out)
     except OSError as e:
+        if e.errno in FATAL_WRITE_ERRORS:  # the next file would fail the same way: stop, say it once
+            raise OutputError(describe_write_error(e, Path(e.filename or out))) from None
         item.row.status, item.row.error = "failed", f"cannot write output ({e})"
         return item.row
 
 
-def _totals(rows: list[ImageRow], seconds: float) -> dict:
-    worked = [r for r in rows if r.status in ("repaired", "unchanged")]
+def _totals(rows: list[ImageRow], seconds: float, resumed: int = 0) -> dict:
+    """What the rows add up to; `resumed` of them an earlier run finished (their rows from its journal)."""
+    worked = len(rows) - resumed - sum(r.status == "failed" for r in rows)
     return {
         "files": len(rows),
         "repaired": sum(r.status == "repaired" for r in rows),
         "unchanged": sum(r.status == "unchanged" for r in rows),
-        "skipped": sum(r.status == "skipped" for r in rows),
         "failed": sum(r.status == "failed" for r in rows),
         "needs_review": sum(bool(r.needs_review) for r in rows),
         "pixels_changed": sum(r.pixels_changed for r in rows),
+        "resumed": resumed,
         "seconds": round(seconds, 3),
-        "images_per_s": round(len(worked) / seconds, 3) if seconds > 0 and worked else 0.0,
+        "images_per_s": round(worked / seconds, 3) if seconds > 0 and worked > 0 else 0.0,
     }
 
 
@@ -596,21 +707,11 @@ def _report_name(s: RepairSettings) -> str:
     return "report" if s.shard is None else f"report.shard-{s.shard[0]}-of-{s.shard[1]}"
 
 
-def _previous_rows(out: Path) -> dict[str, dict]:
-    rows = {}
-    for f in sorted(out.glob("report*.json")):
-        try:
-            for r in json.loads(f.read_text()).get("rows", []):
-                rows[r["file"]] = {k: r.get(k) for k in (fl.name for fl in fields(ImageRow)) if k in r}
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return rows
-
-
 def write_report(out: Path, s: RepairSettings, bank: Bank, rows: list[ImageRow], totals: dict,
                  runtime: dict | None = None) -> Path:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()}
     report = {
+        "format": REPORT_FORMAT,
         "labelfix_version": __version__,
         "settings": settings,
         "bank": {"path": str(bank.path), "manifest_sha256": bank.manifest_sha256, "ratios": bank.ratios},
@@ -619,9 +720,19 @@ def write_report(out: Path, s: RepairSettings, bank: Bank, rows: list[ImageRow],
         "rows": [asdict(r) for r in rows],
     }
     name = _report_name(s)
-    atomic_write_bytes(out / f"{name}.json", (json.dumps(report, indent=2) + "\n").encode())
-    atomic_write_bytes(out / f"{name}.csv", _csv_bytes(rows))
+    write_atomic(out / f"{name}.json", (json.dumps(report, indent=2) + "\n").encode())
+    write_atomic(out / f"{name}.csv", _csv_bytes(rows))
     return out / f"{name}.json"
+
+
+def csv_cell(value) -> str | float | int:
+    """A report value as a CSV cell that a spreadsheet shows and does not evaluate: text that starts like a
+    formula (=, +, -, @, a tab or a carriage return) gets a leading apostrophe, as OWASP advises."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def _csv_bytes(rows) -> bytes:
@@ -629,7 +740,7 @@ def _csv_bytes(rows) -> bytes:
     w = csv.DictWriter(buf, fieldnames=REPORT_COLUMNS)
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if v is None else v) for k, v in (asdict(r) if not isinstance(r, dict) else r).items()
+        w.writerow({k: csv_cell(v) for k, v in (asdict(r) if not isinstance(r, dict) else r).items()
                     if k in REPORT_COLUMNS})
     return buf.getvalue().encode()
 
@@ -659,8 +770,8 @@ def merge_reports(out: Path) -> Path:
     report["shards"] = [p.name for p in parts]
     report["totals"] = _totals(objs, seconds)
     report["rows"] = rows
-    atomic_write_bytes(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
-    atomic_write_bytes(out / "report.csv", _csv_bytes(objs))
+    write_atomic(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
+    write_atomic(out / "report.csv", _csv_bytes(objs))
     if drew:  # the shards drew pictures: one page for them all
         from .preview import write_preview_page
         write_preview_page(out, objs)

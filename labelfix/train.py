@@ -25,15 +25,21 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save
 
-from .bank import load_bank, ratio_key, save_weights, update_manifest, write_manifest
+from .bank import (DEFAULT_BANK, load_bank, load_encoder, ratio_key, save_weights, sha256,
+                   update_manifest, write_manifest)
 from .classes import ClassSet
 from .config import LMAEConfig, preset
 from .damage import blind_editable, drop_classes, random_blocks
 from .data import EpochTaggedSampler, TrainSamples, load_pair, open_dataset
-from .device import autocast, pick_device
+from .device import autocast, fit_threads_to_load, pick_device
+from .encoder import ImageEncoder
 from .errors import UsageError
+from .features import attach
+from .files import write_atomic
 from .loss import class_weights, weighted_cross_entropy
 from .masking import (background_first_mask, background_pixels, expand_mask, mixed_mask, patch_mean,
                       hole_patches)
@@ -62,7 +68,8 @@ class TrainSettings:
     weight_decay: float = 1e-4
     damage_mix: tuple[float, ...] = (0.4, 0.3, 0.15, 0.15)  # DAMAGE_KINDS shares
     min_crop: float = 0.35           # smallest share of an image's area a training crop keeps
-    copy_paste: float = 0.0          # chance that a training sample gets another sample's objects pasted on
+    views: int = 8                   # with an image encoder: fixed crops per image, whose features are cached
+    encoder_weights: str | None = None  # the image encoder's weights (default: the --init or the bundled bank's)
     loss_on: str = "removed"         # "removed": unknown pixels only; "all": every labelled pixel
     train_split: str = "train"
     val_split: str = "val"
@@ -111,6 +118,10 @@ def make_training_batch(label: torch.Tensor, ratio: float, cfg: LMAEConfig, clas
     # blind: blocks or whole classes set to background, then background-first removal; the background
     # of removed patches is editable but keeps its (possibly wrong) label
     dropped = drop_classes(label, bg, 0.5, gen)
+    # half the time their void outline goes with them (an object nobody outlined): the void within 2 px
+    forget = torch.rand(B, 1, 1, generator=gen).to(label.device) < 0.5
+    near = F.max_pool2d(dropped[:, None].float(), 5, 1, 2)[:, 0] > 0
+    dropped = dropped | (forget & near & (label < 0))
     hidden = ((kind == 2) & blocks) | ((kind == 3) & dropped)
     damaged = torch.where(hidden, torch.full_like(label, bg if bg is not None else -1), label)
     removed_blind = background_first_mask(patch_mean(background_pixels(damaged, bg), p), ratio, gen)
@@ -144,13 +155,14 @@ def validate(model: LMAE, samples: TrainSamples, ratio: float, classes: ClassSet
     conf_nn = torch.zeros(K, K, dtype=torch.long)
     for i in range(0, len(samples), batch_size):
         items = [samples[j] for j in range(i, min(i + batch_size, len(samples)))]
-        image = torch.stack([a for a, _ in items]).to(device)
-        label = torch.stack([b for _, b in items]).to(device)
+        image = torch.stack([it[0] for it in items]).to(device)
+        label = torch.stack([it[1] for it in items]).to(device)
+        features = [torch.stack([it[m] for it in items]).to(device).float() for m in range(2, len(items[0]))] or None
         removed = background_first_mask(patch_mean(background_pixels(label, classes.background_index), cfg.patch_size), ratio)
         removed_px = expand_mask(removed, cfg.grid, cfg.patch_size)
         label_in = torch.where(removed_px, torch.full_like(label, -1), label)
         with autocast(device):
-            pred = model(image, label_in, removed).argmax(1)
+            pred = model(image, label_in, removed, features=features).argmax(1)
         pred = torch.where(removed_px, pred, label)
         conf_pa += confusion(pred, label, K, removed_px)
         conf_all += confusion(pred, label, K)
@@ -163,8 +175,7 @@ def validate(model: LMAE, samples: TrainSamples, ratio: float, classes: ClassSet
 
 def _save_state(folder: Path, model, opt, sched, info: dict):
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(folder / "model.tmp"))
-    os.replace(folder / "model.tmp", folder / "model.safetensors")
+    write_atomic(folder / "model.safetensors", save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}))
     tensors, meta = {}, {"param_groups": [], "scheduler": sched.state_dict(), "shapes": {}}
     sd = opt.state_dict()
     for i, st in sd["state"].items():
@@ -173,11 +184,9 @@ def _save_state(folder: Path, model, opt, sched, info: dict):
             tensors[f"{i}.{k}"] = v.detach().cpu().reshape(-1).contiguous()
             meta["shapes"][f"{i}.{k}"] = list(v.shape)
     meta["param_groups"] = sd["param_groups"]
-    save_file(tensors, str(folder / "optim.tmp"))
-    os.replace(folder / "optim.tmp", folder / "optim.safetensors")
+    write_atomic(folder / "optim.safetensors", save(tensors))
     meta["info"] = info
-    (folder / "state.tmp").write_text(json.dumps(meta, default=float))
-    os.replace(folder / "state.tmp", folder / "state.json")
+    write_atomic(folder / "state.json", json.dumps(meta, default=float).encode())
 
 
 def _load_state(folder: Path, model, opt, sched) -> dict:
@@ -194,6 +203,33 @@ def _load_state(folder: Path, model, opt, sched) -> dict:
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     sched.load_state_dict(meta["scheduler"])
     return meta["info"]
+
+
+def _bank_encoder(s: TrainSettings, cfg: LMAEConfig, init_bank, out: Path) -> dict | None:
+    """Write the image encoder the models read into the bank (encoder.safetensors); its manifest entry, or
+    None for a config without one. Its weights come from --encoder-weights, else the --init bank, else the
+    bundled bank; the tests' stand-in is initialised at random from the seed."""
+    if cfg.encoder == "none":
+        return None
+    dest = out / "encoder.safetensors"
+    if cfg.encoder == "stand-in":
+        torch.manual_seed(s.seed)
+        save_weights(ImageEncoder("stand-in"), dest)
+        provenance = {"source": "random initialisation (a stand-in for tests)", "licence": None}
+    else:
+        if s.encoder_weights:
+            source = Path(s.encoder_weights)
+        else:
+            bank_dir = init_bank.path if init_bank else DEFAULT_BANK
+            source = bank_dir / "encoder.safetensors"
+        if not source.is_file():
+            raise UsageError(f"{source}: no image encoder weights there; convert them with "
+                             "`python scripts/convert_encoder.py FILE` and pass --encoder-weights FILE")
+        with safe_open(str(source), "pt") as f:
+            provenance = dict(f.metadata() or {})
+        if source.resolve() != dest.resolve():
+            write_atomic(dest, source.read_bytes())
+    return {"file": dest.name, "sha256": sha256(dest), "name": cfg.encoder, **provenance}
 
 
 def _init_bank(s: TrainSettings, classes: ClassSet):
@@ -402,8 +438,8 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
         raise UsageError(f"--ratios {s.ratios}: each ratio must be between 0 and 1")
     if sum(s.damage_mix) <= 0 or len(s.damage_mix) != len(DAMAGE_KINDS) or min(s.damage_mix) < 0:
         raise UsageError(f"--damage-mix needs {len(DAMAGE_KINDS)} non-negative shares ({', '.join(DAMAGE_KINDS)})")
-    if not 0.0 < s.min_crop <= 1.0 or not 0.0 <= s.copy_paste <= 1.0:
-        raise UsageError(f"--min-crop {s.min_crop} must be in (0, 1] and --copy-paste {s.copy_paste} in [0, 1]")
+    if not 0.0 < s.min_crop <= 1.0 or s.views < 1:
+        raise UsageError(f"--min-crop {s.min_crop} must be in (0, 1] and --views {s.views} at least 1")
     ds = open_dataset(s.data)
     classes = ds.classes
     init_bank = _init_bank(s, classes)
@@ -415,7 +451,7 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
     if s.val_images:
         val_pairs = val_pairs[: s.val_images]
     train_set = TrainSamples(train_pairs, classes, cfg.input_size, augment=True, seed=s.seed,
-                             min_crop=s.min_crop, copy_paste=s.copy_paste)
+                             min_crop=s.min_crop, views=s.views if cfg.encoder != "none" else 0)
     val_set = TrainSamples(val_pairs, classes, cfg.input_size, augment=False)
     weights = class_weights(class_shares(train_set, cfg.num_classes)).to(device)
 
@@ -423,7 +459,15 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
     state_dir = out / "train-state"
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train-settings.json").write_text(json.dumps(asdict(s), default=str, indent=2))
+        write_atomic(out / "train-settings.json", json.dumps(asdict(s), default=str, indent=2).encode())
+    encoder_entry = _bank_encoder(s, cfg, init_bank, out)
+    if encoder_entry:
+        encoder = load_encoder(out / encoder_entry["file"], cfg.encoder, device)
+        for samples in (train_set, val_set):
+            progress({"event": "features", "images": len(samples), "views": samples.view_count()})
+            attach(samples, encoder, encoder_entry["sha256"], cfg.encoder_size,
+                   progress=lambda done, total: progress({"event": "features-step", "done": done, "total": total}))
+        del encoder
     stages = ["base"] + [f"finetune-{ratio_key(r)}" for r in s.ratios if s.finetune_epochs > 0]
 
     model = LMAE(cfg).to(device)
@@ -484,19 +528,22 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
         stage_t0 = last_save = time.time()  # a resumed stage gets its whole share of the budget again
         while info["epoch"] < epochs:
             epoch = info["epoch"]
+            if device.type == "cpu":
+                fit_threads_to_load()
             sampler.set_epoch(epoch + 1000 * info["stage"])
             model.train()
             tot, n, t0 = 0.0, 0, time.time()
             steps = len(loader)
-            for step, (image, label) in enumerate(loader):
+            for step, (image, label, *features) in enumerate(loader):
                 ratio = (lo + (hi - lo) * torch.rand(1, generator=gen).item()) if base else stage_ratios[0]
                 ratio = min(max(ratio, 0.05), 0.95)
                 image, label = image.to(device), label.to(device)
+                features = [f.to(device).float() for f in features] or None
                 label_in, removed, editable, target = make_training_batch(label, ratio, cfg, classes, s.damage_mix, gen)
                 if s.loss_on == "all":
                     target = label
                 with autocast(device):
-                    logits = ddp_model(image, label_in, removed, editable)
+                    logits = ddp_model(image, label_in, removed, editable, features=features)
                 loss = weighted_cross_entropy(logits, target, weights)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -578,23 +625,28 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
                          "epochs_run": info.get("epochs_run", {}), "budget_minutes": s.budget_minutes,
                          "batch_size": s.batch_size, "lr": s.lr, "seconds": round(time.time() - t_start, 1),
                          "world_size": world, "damage_mix": dict(zip(DAMAGE_KINDS, s.damage_mix)),
-                         "min_crop": s.min_crop, "copy_paste": s.copy_paste,
+                         "min_crop": s.min_crop, "views": train_set.views,
                          "init_manifest_sha256": init_bank.manifest_sha256 if init_bank else None},
             "val": final_val,
+            **({"encoder": encoder_entry} if encoder_entry else {}),
         })
         if classes.background_index is not None:
+            fit_threads_to_load() if device.type == "cpu" else None
             progress({"event": "namer", "images": len(train_pairs)})
             progress({"event": "named", **fit_namer(out, train_pairs, classes, seed=s.seed)})
+            fit_threads_to_load() if device.type == "cpu" else None
             progress({"event": "extent", "images": len(train_pairs)})
             progress({"event": "extent-fitted", **fit_extent(out, train_pairs, classes, device, seed=s.seed)})
         if s.calibrate_images:
             from .calibrate import calibrate_bank
+            fit_threads_to_load() if device.type == "cpu" else None
             progress({"event": "calibrate", "images": min(s.calibrate_images, len(val_pairs))})
             scores = calibrate_bank(out, val_pairs[: s.calibrate_images], device, seed=s.seed, progress=progress)
             chosen = json.loads((out / "manifest.json").read_text())["calibration"]["chosen"]
             progress({"event": "calibrated", "scores": scores, "chosen": chosen})
             if classes.background_index is not None:
                 for second in (False, True):
+                    fit_threads_to_load() if device.type == "cpu" else None
                     progress({"event": "refiner", "images": len(train_pairs), "second": second})
                     progress({"event": "refiner-fitted", "second": second, **fit_refiner(
                         out, train_pairs, val_pairs[: s.calibrate_images], device, seed=s.seed, second=second)})

@@ -86,4 +86,6 @@ def job(dataset, tmp_path):
 def run(labels, images, bank, **kw):
     from labelfix.repair import RepairSettings, repair
 
-    return repair(RepairSettings(labels=labels, images=images, bank=str(bank), device="cpu", batch_size=4, **kw))
+    kw.setdefault("classes", "bank")  # the synthetic labels are index PNGs of the test bank's classes
+    kw.setdefault("batch_size", 4)
+    return repair(RepairSettings(labels=labels, images=images, bank=str(bank), device="cpu", **kw))

@@ -15,6 +15,7 @@ def make_job(dataset, tmp_path):
     for stem in (dataset / "splits" / "val.txt").read_text().split()[:3]:
         shutil.copy(dataset / "labels" / f"{stem}.png", labels)
         shutil.copy(dataset / "images" / f"{stem}.jpg", images)
+    shutil.copy(dataset / "classes.json", labels)  # what says these index labels use the bank's classes
     return labels, images
 
 
@@ -50,7 +51,7 @@ def test_repair_finds_the_images_where_the_layout_keeps_them(dataset, bank, tmp_
     lonely = tmp_path / "elsewhere" / "labels"
     lonely.mkdir(parents=True)
     shutil.copy(next(labels.glob("*.png")), lonely)
-    r = runner.invoke(app, ["repair", str(lonely), "--bank", str(bank)])
+    r = runner.invoke(app, ["repair", str(lonely), "--bank", str(bank), "--classes", "bank"])
     assert r.exit_code == 2 and "--images is required: no images of the labels where datasets keep them" in r.output
     assert not (tmp_path / "elsewhere" / "labels-repaired").exists()
 
@@ -95,10 +96,10 @@ def test_train_cli_augmentation_options_reach_the_bank(dataset, tmp_path):
     out = tmp_path / "b"
     r = runner.invoke(app, ["train", "--data", str(dataset), "--out", str(out), "--preset", "tiny", "--epochs", "1",
                             "--finetune-epochs", "0", "--batch-size", "4", "--calibrate-images", "0",
-                            "--copy-paste", "0.5", "--min-crop", "0.2", "--damage-mix", "0.1,0.5,0.2,0.2", "-q"])
+                            "--views", "3", "--min-crop", "0.2", "--damage-mix", "0.1,0.5,0.2,0.2", "-q"])
     assert r.exit_code == 0, r.output
     training = json.loads((out / "manifest.json").read_text())["training"]
-    assert training["copy_paste"] == 0.5 and training["min_crop"] == 0.2
+    assert training["views"] == 3 and training["min_crop"] == 0.2
     assert training["damage_mix"] == {"paper": 0.1, "missing-blocks": 0.5, "blind-blocks": 0.2, "blind-objects": 0.2}
 
 
@@ -117,7 +118,7 @@ def test_a_wrong_images_folder_is_one_error_and_many_failures_are_counted(datase
     r = runner.invoke(app, ["repair", str(labels), "--images", str(elsewhere), "--bank", str(bank)])
     assert r.exit_code == 2 and "holds no image of the first 3 labels" in r.output
     assert not (tmp_path / "labels-repaired").exists()
-    first = next(labels.iterdir())
+    first = next(labels.glob("*.png"))
     for i in range(25):  # broken files: each a failed row, only the first 20 named on the console
         (labels / f"broken{i:02d}.png").write_bytes(b"not a png")
     r = runner.invoke(app, ["repair", str(labels), "--images", str(images), "--bank", str(bank), "--device", "cpu"])

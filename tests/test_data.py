@@ -22,22 +22,17 @@ def test_crops_change_with_the_epoch_tag_even_in_persistent_workers(dataset):
     assert torch.equal(epochs[0][0], a) and torch.equal(epochs[1][0], b)
 
 
-def test_copy_paste_brings_another_samples_objects_and_keeps_the_default_crops(dataset):
+def test_fixed_views_repeat_every_v_epochs_and_fresh_crops_do_not(dataset):
     ds = open_dataset(dataset)
-    pairs = ds.pairs("train")[:6]
-    plain = TrainSamples(pairs, ds.classes, 32, augment=True, seed=0)
-    pasted = TrainSamples(pairs, ds.classes, 32, augment=True, seed=0, copy_paste=1.0)
-    off = TrainSamples(pairs, ds.classes, 32, augment=True, seed=0, copy_paste=0.0)
-    changed = 0
-    for key in [(i, e) for i in range(6) for e in range(3)]:
-        (img_a, lab_a), (img_b, lab_b) = plain[key], pasted[key]
-        assert torch.equal(off[key][1], lab_a)  # copy-paste off draws exactly the plain crops
-        pasted_px = (lab_a != lab_b) | (img_a != img_b).any(0)
-        changed += int(pasted_px.any())
-        # pasted pixels are objects or their void outline, never background
-        assert ((lab_b[pasted_px] >= 1) | (lab_b[pasted_px] == -1)).all()
-    assert changed > 0
-
+    pairs = ds.pairs("train")[:4]
+    fixed = TrainSamples(pairs, ds.classes, 32, augment=True, seed=0, views=3)
+    fresh = TrainSamples(pairs, ds.classes, 32, augment=True, seed=0)
+    for i in range(4):
+        assert torch.equal(fixed[(i, 1)][0], fixed[(i, 4)][0])  # epoch 4 is view 1 again
+        assert fixed.crop(i, 1) == fresh.crop(i, 1)  # a view is the crop an epoch of that number draws
+    assert any(not torch.equal(fresh[(i, 1)][0], fresh[(i, 4)][0]) for i in range(4))
+    assert {fixed.crop(0, v) for v in range(3)} != {fixed.crop(0, 0)}
+    assert TrainSamples(pairs, ds.classes, 32, augment=False).crop(0, 5) is None
 
 def sideways_photo(path, orientation):
     """A 40 x 30 photo stored as taken, with an EXIF orientation saying how to show it upright."""

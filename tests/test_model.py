@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from labelfix.config import PRESETS, LMAEConfig, preset
+from labelfix.encoder import ImageEncoder
 from labelfix.loss import weighted_cross_entropy
 from labelfix.masking import background_first_mask, background_pixels, patch_mean
 from labelfix.model import LMAE
@@ -17,6 +18,15 @@ def batch(cfg, B=2, seed=0):
     return image, label, removed
 
 
+def features(cfg, image):
+    """The image encoder's maps of the images (a random encoder of the config's form), or None."""
+    if cfg.encoder == "none":
+        return None
+    torch.manual_seed(0)
+    small = torch.nn.functional.interpolate(image, size=(cfg.encoder_size,) * 2, mode="bilinear")
+    return [f.detach() for f in ImageEncoder(cfg.encoder)(small)]
+
+
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_forward_backward(name):
     small = dict(input_size=32, patch_size=16) if name != "tiny" else {}
@@ -24,7 +34,7 @@ def test_every_preset_forward_backward(name):
     cfg = preset(name, 5, drop_path=0.0, **small)
     model = LMAE(cfg)
     image, label, removed = batch(cfg)
-    logits = model(image, label, removed)
+    logits = model(image, label, removed, features=features(cfg, image))
     assert logits.shape == (2, 5, cfg.input_size, cfg.input_size)
     loss = weighted_cross_entropy(logits, label, torch.ones(5))
     loss.backward()
@@ -47,7 +57,7 @@ def test_untrained_model_equals_nearest_fill():
     px = expand_mask(removed, cfg.grid, cfg.patch_size)
     label_in = torch.where(px, torch.full_like(label, -1), label)
     with torch.no_grad():
-        pred = model(image, label_in, removed).argmax(1)
+        pred = model(image, label_in, removed, features=features(cfg, image)).argmax(1)
     assert torch.equal(pred, nearest_fill(label_in))
 
 
@@ -59,7 +69,7 @@ def test_variable_removed_counts_and_all_removed():
     removed[1, :5] = True
     removed[2] = True  # nothing visible: the encoder still has its class token
     with torch.no_grad():
-        out = model(image, label, removed)
+        out = model(image, label, removed, features=features(cfg, image))
     assert torch.isfinite(out).all()
 
 
@@ -72,8 +82,8 @@ def test_visible_patch_padding_does_not_leak():
     removed[0, :10] = True
     removed[1, :40] = True
     with torch.no_grad():
-        both = model(image, label, removed)
-        alone = model(image[1:], label[1:], removed[1:])
+        both = model(image, label, removed, features=features(cfg, image))
+        alone = model(image[1:], label[1:], removed[1:], features=features(cfg, image[1:]))
     assert torch.allclose(both[1], alone[0], atol=1e-5)
 
 

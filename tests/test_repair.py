@@ -280,8 +280,8 @@ def test_recursive_repairs_a_tree_of_folders_into_the_same_tree(job, bank, tmp_p
     victim.unlink()
     (victim.parent / f".{victim.name}.k3j_x9zq.tmp").write_bytes(b"half")  # a run killed while writing it
     again = run(tree, pictures, bank, missing=(255,), recursive=True)
-    assert {r.file: r.status for r in again.rows if r.status != "failed"} == \
-        {f: ("repaired" if f == written[0] else "skipped") for f in written}
+    assert {r.file: r.status for r in again.rows} == {r.file: r.status for r in res.rows}
+    assert again.totals["resumed"] == len(written) - 1  # all but the victim, from the journal
     assert victim.exists() and not list(victim.parent.glob(".*.tmp"))
     seen = []
     for i in range(2):
@@ -293,7 +293,7 @@ def test_recursive_repairs_a_tree_of_folders_into_the_same_tree(job, bank, tmp_p
 def test_bad_inputs_each_get_a_row_and_the_rest_is_repaired(job, bank, tmp_path):
     labels, images = job
     good = sorted(labels.iterdir())[0]
-    (labels / "notes.txt").write_text("not a label")
+    (labels / "notes.dat").write_text("not a label")
     (labels / "truncated.png").write_bytes(good.read_bytes()[:60])
     Image.new("RGB", (40, 40), (255, 0, 0)).save(labels / "colour.png")
     lab = np.array(Image.open(good))
@@ -308,7 +308,7 @@ def test_bad_inputs_each_get_a_row_and_the_rest_is_repaired(job, bank, tmp_path)
     res = run(labels, images, bank)
     rows = {r.file: r for r in res.rows}
     reasons = {
-        "notes.txt": "not a PNG", "truncated.png": "not a readable PNG", "colour.png": "colour",
+        "notes.dat": "not a PNG", "truncated.png": "not a readable PNG", "colour.png": "colour",
         "no_image.png": "no image named", "bad_values.png": "values [9]", "wrong_size.png": "but its label",
     }
     for name, reason in reasons.items():
@@ -371,7 +371,7 @@ def test_a_small_pixel_budget_takes_one_file_at_a_time_with_the_same_results(job
     monkeypatch.setattr(repair_module, "_prepare_one", counting_prepare)
     monkeypatch.setattr(repair_module, "PIXELS_IN_FLIGHT", 1)
     second = repair(RepairSettings(labels=labels, images=images, bank=str(bank), device="cpu", batch_size=4,
-                                   out=labels.parent / "one-at-a-time"), progress=done)
+                                   out=labels.parent / "one-at-a-time", classes="bank"), progress=done)
     assert most[0] == 1 and not taken
     assert [(r.file, r.status, r.pixels_changed) for r in first.rows] == \
         [(r.file, r.status, r.pixels_changed) for r in second.rows]
@@ -387,11 +387,10 @@ def test_resume_skips_finished_files_unless_overwrite(job, bank):
     victim2 = first.out / sorted(p.name for p in labels.iterdir())[1]
     victim2.unlink()  # as if interrupted before this file
     second = run(labels, images, bank)
-    statuses = {r.file: r.status for r in second.rows}
-    assert statuses[victim.name] == "skipped" and statuses[victim2.name] != "skipped"
+    assert second.totals["resumed"] == len(first.rows) - 1
     assert victim.stat().st_mtime_ns == stamp and victim2.exists()
     third = run(labels, images, bank, overwrite=True)
-    assert all(r.status != "skipped" for r in third.rows)
+    assert third.totals["resumed"] == 0 and victim.stat().st_mtime_ns != stamp
 
 
 def test_a_rerun_clears_what_a_killed_run_left_half_written_of_the_files_it_writes(job, bank):
@@ -420,10 +419,11 @@ def test_the_review_page_of_a_resumed_run_shows_every_label_drawn_and_the_failur
     (labels.parent / "labels-repaired" / first[1]).unlink()  # as if interrupted before this file
     res = run(labels, images, bank, preview=True)
     status = {r.file: r.status for r in res.rows}
-    assert status[first[1]] in ("repaired", "unchanged") and status[first[0]] == "skipped"
+    assert status[first[1]] in ("repaired", "unchanged") and status[first[0]] in ("repaired", "unchanged")
+    assert res.totals["resumed"] == len(res.rows) - 2  # all but the deleted one and the broken one
     page = (res.out / "preview.html").read_text()
     drawn = [r for r in res.rows if r.status != "failed"]
-    assert f"<p>{len(drawn)} images;" in page  # the skipped labels' pictures from the first run too
+    assert f"<p>{len(drawn)} images;" in page  # the resumed labels' pictures from the first run too
     for r in drawn:
         assert f"src='preview/{quote(Path(r.file).stem)}.after.jpg'" in page
         assert (res.out / "preview" / f"{Path(r.file).stem}.after.jpg").exists()
@@ -450,11 +450,17 @@ def test_an_output_folder_labelfix_did_not_write_is_refused_and_left_alone(job, 
     assert run(labels, images, bank, out=tmp_path / "empty").failed == 0
 
 
-def test_dry_run_writes_only_the_report(job, bank):
+def test_a_dry_run_writes_nothing_and_leaves_an_existing_output_folder_as_it_was(job, bank):
     labels, images = job
     res = run(labels, images, bank, dry_run=True)
-    assert not list(res.out.glob("*.png")) and (res.out / "report.json").exists()
+    assert not res.out.exists() and res.report_path is None
     assert any(r.pixels_changed for r in res.rows)
+    real = run(labels, images, bank, missing=(255,))
+    before = tree_digest(real.out)
+    again = run(labels, images, bank, missing=(255,), dry_run=True, overwrite=True)
+    assert tree_digest(real.out) == before and again.totals["resumed"] == 0
+    with pytest.raises(UsageError, match="--preview draws pictures"):
+        run(labels, images, bank, dry_run=True, preview=True)
 
 
 def test_shards_cover_every_file_once_and_merge(job, bank):
@@ -513,7 +519,7 @@ def test_usage_errors(job, bank, tmp_path):
     with pytest.raises(UsageError, match=r"no .png label maps, but 6 images \(.jpg\): are LABELS and --images"):
         run(images, labels, bank, out=tmp_path / "swapped")
     assert not (tmp_path / "swapped").exists()
-    (empty / "notes.txt").write_text("not a label")
+    (empty / "notes.dat").write_text("not a label")
     with pytest.raises(UsageError, match="no .png label maps among its 1 file$"):
         run(empty, images, bank)
     with pytest.raises(UsageError, match="labels folder not found"):

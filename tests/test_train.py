@@ -96,7 +96,7 @@ def test_bad_ratios_are_a_usage_error(dataset, tmp_path):
 
 @pytest.mark.parametrize("bad, reason", [(dict(damage_mix=(1.0, 0.0)), "--damage-mix"),
                                          (dict(damage_mix=(1.0, -0.5, 0.2, 0.3)), "--damage-mix"),
-                                         (dict(min_crop=0.0), "--min-crop"), (dict(copy_paste=1.5), "--copy-paste")])
+                                         (dict(min_crop=0.0), "--min-crop"), (dict(views=0), "--views")])
 def test_bad_augmentation_settings_are_usage_errors(dataset, tmp_path, bad, reason):
     with pytest.raises(UsageError, match=reason):
         train_bank(TrainSettings(data=dataset, out=tmp_path / "x", preset="tiny", **bad))

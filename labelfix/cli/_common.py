@@ -15,6 +15,11 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)  # messages: one
 results = Console(highlight=False)  # tables and other results, on stdout
 
 
+def printable(text: str) -> str:
+    """Text with its control characters escaped (a file name may hold terminal escapes or newlines)."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def parse_floats(text: str, what: str) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(",") if x.strip())
@@ -39,7 +44,7 @@ def handle_errors(fn):
                 raise
             msg = str(e) if isinstance(e, LabelfixError) else f"unexpected error: {type(e).__name__}: {e} " \
                                                                "(LABELFIX_DEBUG=1 shows the traceback)"
-            console.print(f"labelfix: error: {msg}", markup=False)
+            console.print(f"labelfix: error: {printable(msg)}", markup=False)
             raise typer.Exit(2 if isinstance(e, UsageError) else 1)
 
     return wrapper

@@ -11,6 +11,7 @@ from rich.table import Table
 from ..bench import METRICS, BenchSettings
 from ..bench import bench as run_bench
 from ..errors import UsageError
+from ..files import write_atomic
 from ._common import console, handle_errors, parse_floats, results
 
 
@@ -67,7 +68,7 @@ def bench(
     for n in result.notes:
         console.print(f"note: {n}")
     if json_file:
-        json_file.write_text(json.dumps(asdict(result), indent=2))
+        write_atomic(json_file, json.dumps(asdict(result), indent=2).encode())
         console.print(f"figures written to {json_file}")
     if plot:
         from ..plot import plot_pa_miou

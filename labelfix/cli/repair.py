@@ -12,7 +12,7 @@ from ..errors import UsageError
 from ..processes import shard_from_environment
 from ..repair import RepairSettings, merge_reports
 from ..repair import repair as run_repair
-from ._common import console, handle_errors
+from ._common import console, handle_errors, printable
 
 
 def _shard(text: Optional[str]):
@@ -48,6 +48,7 @@ def repair(
     ratio: str = typer.Option("auto", "--ratio", help="Mask ratio, or auto (from each label's background fraction)."),
     policy: str = typer.Option("fill", "--policy", help="fill: change only background/unlabelled pixels; replace: rewrite removed patches."),
     erasures: bool = typer.Option(True, "--erasures/--no-erasures", help="Blind fill: read the outlines (where labels outline objects) for blocks erased to background (objects cut along straight edges), filled like --missing, and for objects relabelled to background (an outline with background on both sides), given back the class the bank's namer finds likeliest."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="FILE: a classes.json naming the labels' classes (names, ignore_index, background_index), which must be the bank's; bank: the labels use the bank's class list. Default: a classes.json beside or above the labels, or palette labels in the bank's palette."),
     min_confidence: float = typer.Option(0.0, "--min-confidence", help="Keep a pixel unchanged below this model probability."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     batch_size: int = typer.Option(8, "--batch-size", help="Labels per model batch."),
@@ -73,29 +74,35 @@ def repair(
                               min_confidence=min_confidence, device=device, batch_size=batch_size,
                               preview=preview, dry_run=dry_run, overwrite=overwrite, shard=_shard(shard),
                               workers=workers, processes=processes, precision=precision, find_erasures=erasures,
-                              recursive=recursive)
+                              recursive=recursive, classes=classes)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
                    TimeRemainingColumn(), console=console, disable=quiet or as_json, transient=True)
     task = None
     failures = 0
+    chatty = not (quiet or as_json)  # --json prints only the JSON
 
     def on_event(e: dict):
         nonlocal task, failures
         if e["event"] == "start":
             processes = e.get("processes", 1)
             task = bar.add_task("repairing" + (f" ({processes} processes)" if processes > 1 else ""), total=e["todo"], speed="")
-            if images is None and not quiet:
+            if images is None and chatty:
                 console.print(f"images: {e['images']}  (found where the layout keeps them; --images chooses)", markup=False)
-            if e.get("companions") and not quiet:
-                console.print(f"left out {e['companions']} Cityscapes colour, instance and polygon files: not label maps")
-            if e["skipped"] and not quiet:
-                console.print(f"{e['skipped']} files already in {e['out']}: skipped (--overwrite redoes them)")
+            if e.get("companions") and chatty:
+                console.print(f"left out {e['companions']} files beside the labels that are not label maps "
+                              "(classes.json, READMEs, lists, Cityscapes colour, instance and polygon files)")
+            if e["resumed"] and chatty:
+                console.print(f"{e['resumed']} files already done in {printable(e['out'])}: their rows come from its "
+                              "journal (--overwrite redoes them)", markup=False)
+        elif e["event"] == "note" and chatty:
+            console.print(f"labelfix: {e['message']}", markup=False)
         elif e["event"] == "file":
             row = e["row"]
             if row["status"] == "failed" and not as_json:
                 failures += 1
                 if failures <= SHOW_FAILURES:  # the report lists them all: a wrong folder is not 10,000 lines
-                    console.print(f"labelfix: {labels / row['file']}: {row['error']}", markup=False)
+                    console.print(f"labelfix: {printable(str(labels / row['file']))}: {printable(row['error'])}",
+                                  markup=False)
             elapsed = bar.tasks[task].elapsed or 0
             done = bar.tasks[task].completed + 1
             bar.update(task, advance=1, speed=f"{done / elapsed:.1f} img/s" if elapsed else "")
@@ -110,22 +117,26 @@ def repair(
     elif quiet:
         print(result.out)
     else:
-        console.print(f"{t['repaired']} repaired, {t['unchanged']} unchanged, {t['skipped']} skipped, "
+        resumed = f" ({t['resumed']} by an earlier run)" if t["resumed"] else ""
+        console.print(f"{t['repaired']} repaired, {t['unchanged']} unchanged{resumed}, "
                       f"{t['failed']} failed, {t['needs_review']} need review; {t['pixels_changed']} pixels changed; "
-                      f"{t['images_per_s']} img/s")
-        part = result.report_path
-        drew = preview and not dry_run
-        if settings.shard is None:
-            written = "report.json, report.csv" + (", preview.html" if drew else "")
-        elif result.joined is not None:  # the last shard to finish: every shard's report is joined
-            written = (f"{part.name}, {part.with_suffix('.csv').name}; every shard is done, joined in report.json, "
-                       "report.csv" + (", preview.html" if drew else ""))
-        else:
-            written = (f"{part.name}, {part.with_suffix('.csv').name}"
-                       + ("; preview.html when the last shard joins the reports" if drew else ""))
-        console.print(f"output: {result.out}  ({written})")
+                      f"{t['images_per_s']} img/s" + ("; a dry run: nothing written" if dry_run else ""))
+        if not dry_run:
+            console.print(f"output: {printable(str(result.out))}  ({_written(result, settings, preview)})", markup=False)
     if result.failed:
         raise typer.Exit(1)
+
+
+def _written(result, settings: RepairSettings, preview: bool) -> str:
+    """What the run wrote beside the labels."""
+    part = result.report_path
+    if settings.shard is None:
+        return "report.json, report.csv" + (", preview.html" if preview else "")
+    if result.joined is not None:  # the last shard to finish: every shard's report is joined
+        return (f"{part.name}, {part.with_suffix('.csv').name}; every shard is done, joined in report.json, "
+                "report.csv" + (", preview.html" if preview else ""))
+    return (f"{part.name}, {part.with_suffix('.csv').name}"
+            + ("; preview.html when the last shard joins the reports" if preview else ""))
 
 
 def _float(text: str, what: str) -> float:

@@ -26,8 +26,11 @@ def train(
                                    help="Shares of the training damage: paper masks, missing blocks, blind blocks, "
                                         "blind objects."),
     min_crop: float = typer.Option(0.35, "--min-crop", help="Smallest share of an image's area a training crop keeps."),
-    copy_paste: float = typer.Option(0.0, "--copy-paste",
-                                     help="Chance that a training sample gets another sample's objects pasted on."),
+    views: int = typer.Option(8, "--views", help="Fixed training crops per image, whose image-encoder features are "
+                                                 "computed once and cached."),
+    encoder_weights: Optional[Path] = typer.Option(
+        None, "--encoder-weights", help="The image encoder's weights (scripts/convert_encoder.py makes them); "
+                                        "default: the --init bank's, else the bundled bank's."),
     loss_on: str = typer.Option("removed", "--loss-on", help="removed: unknown pixels only; all: every labelled pixel."),
     val_every: int = typer.Option(5, "--val-every", help="Epochs between validations (PA-mIoU, mIoU)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast)."),
@@ -48,7 +51,7 @@ def train(
                              finetune_epochs=finetune_epochs, batch_size=batch_size, input_size=input_size,
                              patch_size=patch_size, lr=lr, loss_on=loss_on,
                              damage_mix=parse_floats(damage_mix, "--damage-mix"), min_crop=min_crop,
-                             copy_paste=copy_paste, val_every=val_every, device=device,
+                             views=views, encoder_weights=encoder_weights, val_every=val_every, device=device,
                              seed=seed, workers=workers, resume=resume, max_minutes=max_minutes,
                              budget_minutes=budget_minutes, calibrate_images=calibrate_images, init=init)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -65,6 +68,13 @@ def train(
             if key not in tasks:
                 tasks[key] = bar.add_task(f"{e['stage']} epoch {e['epoch']}/{e['epochs']}", total=e["steps"], info="")
             bar.update(tasks[key], completed=e["step"], info=f"loss {e['loss']:.4f}  {e['images_per_s']:.1f} img/s")
+        elif e["event"] == "features" and not quiet:
+            console.print(f"image-encoder features of {e['images']} images x {e['views']} views "
+                          "(cached; computed once)")
+        elif e["event"] == "features-step":
+            if ("features", e["total"]) not in tasks:
+                tasks[("features", e["total"])] = bar.add_task("image encoder", total=e["total"], info="")
+            bar.update(tasks[("features", e["total"])], completed=e["done"])
         elif e["event"] == "namer" and not quiet:
             console.print(f"fitting the namer of dropped objects on {e['images']} labels")
         elif e["event"] == "named" and not quiet:

