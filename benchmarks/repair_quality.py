@@ -205,7 +205,7 @@ def run_case(items, case, bank, tmp: Path, missing: bool, crf: bool, K: int, err
            "repair_images_per_s": round(len(items) / seconds, 2),
            "needs_review": sum(bool(r.needs_review) for r in res.rows)}
     if not missing:
-        row["labels_restored"] = sum(r.restored_pixels > 0 for r in res.rows)
+        row["labels_filled"] = sum(r.objects_filled > 0 for r in res.rows)
     for m, c in conf.items():
         if case == "clean":
             continue  # nothing damaged to score
@@ -249,7 +249,7 @@ def main():
             rows.append(row)
             figures = {k: round(v, 1) for k, v in row.items() if k in ("labelfix", "nearest-label", "dense-crf")}
             extra = f", undamaged pixels changed {row['undamaged_changed_pct']}%" if "undamaged_changed_pct" in row else ""
-            extra += f", dropped objects named in {row['labels_restored']} labels" if "labels_restored" in row else ""
+            extra += f", objects filled in {row['labels_filled']} labels" if "labels_filled" in row else ""
             extra += f", {row['needs_review']} of {row['images']} labels to review"
             print(f"{case:16s} mIoU on damaged pixels: {figures}{extra}  ({row['repair_images_per_s']} img/s)", flush=True)
             if a.errors:

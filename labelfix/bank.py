@@ -5,8 +5,6 @@
     ratio-0.50.safetensors, ...
     encoder.safetensors   the frozen image encoder (encoder.py) of a model config whose `encoder` is not
                     "none", {encoder: {file, sha256, source, licence}} in the manifest
-    objects.safetensors   optional: the namer of dropped objects (objects.py), {objects: {file, sha256,
-                    hidden, members, min_probability}} in the manifest
     extent.safetensors    optional: the learned background bias of holes (extent.py), {extent: {file,
                     sha256, hidden, correction_share, samples}}
     refiner.safetensors   optional: the boundary refiner (boundary.py), {refiner: {file, sha256, hidden,
@@ -37,7 +35,6 @@ from .errors import BankError
 from .files import write_atomic
 from .extent import ExtentBias
 from .model import LMAE
-from .objects import RegionNamer
 
 FORMAT_VERSION = 1
 # the manifest entries of the boundary refiner's passes, in the order they decide
@@ -80,7 +77,7 @@ def write_manifest(folder: Path, cfg: LMAEConfig, classes: ClassSet, files: dict
 
 
 def update_manifest(folder: Path, entries: dict) -> dict:
-    """Set top-level manifest entries (calibration, the namer) and write it back atomically."""
+    """Set top-level manifest entries (calibration, the small fitted models) and write it back atomically."""
     manifest = json.loads((Path(folder) / MANIFEST).read_text())
     manifest.update(entries)
     _write_manifest_json(folder, manifest)
@@ -132,12 +129,6 @@ class Bank:
         return (float(setting("correction_weight", 1.0)), bool(setting("guided_filter", False)),
                 float(setting("colour_weight", 0.0)), None if radius is None else float(radius),
                 float(setting("background_bias", 0.0)), float(setting("extent_scale", 0.0)))
-
-    def namer(self) -> tuple[RegionNamer, float] | None:
-        """The namer of dropped objects and the probability it must reach, or None if the bank has none."""
-        namer = self._optional_model("objects", "the dropped-object namer", lambda entry: RegionNamer(
-            self.classes.num_classes, int(entry["hidden"]), int(entry["members"])))
-        return None if namer is None else (namer, float(self.manifest["objects"]["min_probability"]))
 
     def encoder(self, device="cpu") -> torch.nn.Module | None:
         """The frozen image encoder on a device (channels-last: oneDNN runs it about twice as fast), or None
@@ -286,7 +277,7 @@ def load_bank(spec: str | Path | None = None, verify: bool = True) -> Bank:
     if cfg.encoder != "none" and not manifest.get("encoder"):
         raise BankError(f"{mpath}: the model reads the image encoder {cfg.encoder}, but the manifest lists no "
                         "encoder file")
-    for extra in ("encoder", "objects", "extent", *REFINER_PASSES):
+    for extra in ("encoder", "extent", *REFINER_PASSES):
         if manifest.get(extra):
             _checked_file(folder, manifest[extra], verify)
     return Bank(folder, manifest, cfg, classes, files)

@@ -20,9 +20,7 @@ manifest.
   blind    blocks set to background or objects dropped to background: mIoU over the whole label,
            so that a change that breaks good pixels counts as much as one that mends bad ones; and a
            setting qualifies only if it changes at most BLIND_CHANGE_LIMIT % of the undamaged pixels
-           in each of the two cases (the promise of blind repair: what was right stays right). As in
-           repair, dropped objects the bank's namer recognises (objects.py) are given back first and
-           are known to the model; they count as changes like any other
+           in each of the two cases (the promise of blind repair: what was right stays right)
 """
 
 from __future__ import annotations
@@ -34,11 +32,9 @@ import torch
 
 from .bank import load_bank, update_manifest
 from .damage import background_cells, random_blocks
-from .erasure import find_erasures
 from .data import load_pair
 from .metrics import confusion, mean_iou
 from .guided import RADIUS
-from .objects import restore_dropped
 from .predict import finish_labels, prepare, run_model
 
 # above 1 the correction is amplified: blind repair, where the prior keeps the suspect background's
@@ -101,17 +97,6 @@ def _cases(label: np.ndarray, mode: str, ratios, bg, gen: torch.Generator):
     return out
 
 
-def _restore(image, damaged: np.ndarray, bank):
-    """Blind cases, as repair does it: (label the model sees, (H, W) bool restored by the namer or None)."""
-    namer, bg = bank.namer(), bank.classes.background_index
-    if namer is None:
-        return damaged, None
-    restored, _ = restore_dropped(image, damaged, bg, namer[0], namer[1], exclude=find_erasures(damaged, bg))
-    if not (restored >= 0).any():
-        return damaged, None
-    return np.where(restored >= 0, restored, damaged), restored >= 0
-
-
 def _mode_score(confs: list[torch.Tensor], mode: str) -> float | None:
     """A mode's mIoU from its cases' confusions (None if nothing was scored): the replace cases (one per
     ratio) averaged, each other mode's cases pooled."""
@@ -143,7 +128,7 @@ def _measure(bank, pairs, settings: dict, device, seed: int, step=None, refiners
             if not settings[mode]:
                 continue
             for case, (damaged, missing, ratio, policy, scored, damage) in enumerate(drawn):
-                known, restored = _restore(image, damaged, bank) if mode == "blind" else (damaged, None)
+                known = damaged
                 mi, allowed = prepare(image, known, bank, missing=missing, ratio=ratio, policy=policy)
                 corr, = run_model(bank, [mi], device, calibrated=False, precision="fp32")
                 where = torch.from_numpy(mi.removed_full if scored is None else scored)
@@ -153,8 +138,6 @@ def _measure(bank, pairs, settings: dict, device, seed: int, step=None, refiners
                     finishing = corr.scaled(*st)
                     finishing.refiners = refiners
                     pred, _ = finish_labels(finishing, known, mi.hidden_full, allowed, image)
-                    if restored is not None:
-                        pred = np.where(restored, known, pred)
                     cases = conf.setdefault((mode, st), {})
                     cases[case] = cases.get(case, 0) + confusion(torch.from_numpy(pred), truth, K, where)
                     if undamaged is not None:

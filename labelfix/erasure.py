@@ -27,26 +27,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from .regions import row_runs
+
 MIN_EDGE = 0.03          # shortest cut edge, as a share of the label's longer side (at least 8 px)
 MIN_DIRECT = 0.6         # share of a cut edge where object touches background directly (not outline)
 MAX_LOOSE_CONTACT = 0.3  # more direct contact outside cut edges than this share: no outline convention
 MAX_OUTLINE_WIDTH = 0.02  # thickest outline crossing, as a share of the longer side (at least 4 px)
 REVIEW_ORPHANED = 0.3     # a label with this share of its outline orphaned needs review
 OUTLINES_AT_HALF_SIZE_ABOVE = 320  # labels whose longer side exceeds this have their outlines read at half size
-
-
-def row_runs(cond: np.ndarray, min_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Horizontal runs of True at least `min_length` long: row, first and one-past-last column, each (R,)."""
-    H, W = cond.shape
-    padded = np.zeros((H, W + 2), np.int8)
-    padded[:, 1:-1] = cond
-    step = np.diff(padded, axis=1).ravel()  # (H * (W + 1),): +1 where a run starts, -1 one past its end
-    flat = np.flatnonzero(step)  # row-major: each start is followed by its end (one scan, not two)
-    starts, ends = flat[0::2], flat[1::2]
-    rows = starts // (W + 1)
-    starts, ends = starts - rows * (W + 1), ends - rows * (W + 1)
-    long = ends - starts >= min_length
-    return rows[long], starts[long], ends[long]
 
 
 def _top_edges(bg: np.ndarray, obj: np.ndarray, outline: np.ndarray, min_length: int) -> list[tuple[int, int, int]]:

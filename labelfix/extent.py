@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .objects import components
+from .regions import components
 from .propagate import nearest_fill
 
 FEATURES = 8

@@ -36,7 +36,7 @@ class LMAE(nn.Module):
     def __init__(self, cfg: LMAEConfig):
         super().__init__()
         self.cfg = cfg
-        K, p, L = cfg.num_classes, cfg.patch_size, cfg.num_patches
+        K, p = cfg.num_classes, cfg.patch_size
         # encoder
         self.patch_embed = nn.Linear(p * p * (K + 3), cfg.enc_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.enc_dim))  # keeps the encoder defined when all is removed

@@ -34,7 +34,6 @@ from .device import pick_device, resolve_precision
 from .erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline, outline_lines
 from .errors import InputFileError, UsageError
 from .files import FATAL_WRITE_ERRORS, OutputError, describe_write_error, unreadable_reason, write_atomic
-from .objects import restore_dropped
 from .outfolder import (REPORT_FORMAT, Journal, OutputLock, check_output_folder, clear_stale_temporaries, mark,
                         read_journals)
 from .predict import ModelInput, background_fraction, finish_labels, prepare, run_model
@@ -43,7 +42,7 @@ from .processes import auto_processes, repair_in_processes
 
 POLICIES = ("fill", "replace")
 REPORT_COLUMNS = ("file", "status", "background_fraction", "ratio", "patches_removed", "erased_pixels",
-                  "orphaned_outline", "restored_pixels", "pixels_changed", "classes_added", "mean_confidence",
+                  "orphaned_outline", "objects_filled", "pixels_changed", "classes_added", "mean_confidence",
                   "needs_review", "review_reason", "seconds", "error")
 
 
@@ -98,7 +97,7 @@ class ImageRow:
     patches_removed: int = 0
     erased_pixels: int = 0               # blind: background found cut off (erasure.py), repaired as missing
     orphaned_outline: float | None = None  # blind: share of the outline with background on both sides
-    restored_pixels: int = 0             # blind: background inside orphaned outline given an object's class back
+    objects_filled: int = 0              # blind: pixels the label said were background, filled with an object
     pixels_changed: int = 0
     classes_added: str = ""
     mean_confidence: float | None = None
@@ -265,10 +264,7 @@ class _Prepared:
     row: ImageRow
     path: Path
     label: LabelFile | None = None
-    index: np.ndarray | None = None      # (H, W) model indices, -1 unlabelled, with restored objects
-    original: np.ndarray | None = None   # the same before dropped objects were restored
-    restored: np.ndarray | None = None   # (H, W) bool: given a class by objects.restore_dropped
-    restored_probability: np.ndarray | None = None
+    index: np.ndarray | None = None      # (H, W) model indices, -1 unlabelled
     image: np.ndarray | None = None
     model_input: ModelInput | None = None
     allowed: np.ndarray | None = None
@@ -313,7 +309,7 @@ def _prepare_one(path: Path, s: RepairSettings, bank: Bank) -> _Prepared:
         index = classes.to_index(values)
         if missing is not None:
             index[missing] = -1
-        original, erased = index, None
+        erased = None
         if missing is None and classes.background_index is not None:
             # an outline around background: an object lost its class; a person should check the class given back
             item.row.orphaned_outline = round(orphaned_outline(index, classes.background_index), 3)
@@ -323,25 +319,14 @@ def _prepare_one(path: Path, s: RepairSettings, bank: Bank) -> _Prepared:
             if erased is not None and erased.any():
                 missing = erased
                 item.row.erased_pixels = int(erased.sum())
-            # and background inside an orphaned outline was an object: name it (but not where blocks were
-            # erased, whose outline pieces look orphaned too)
-            namer = bank.namer() if reading_outlines and item.row.orphaned_outline > 0 else None
-            if namer is not None:
-                restored, probability = restore_dropped(image, index, classes.background_index, namer[0],
-                                                        max(namer[1], s.min_confidence), exclude=erased)
-                if (restored >= 0).any():
-                    item.restored, item.restored_probability = restored >= 0, probability
-                    index = np.where(item.restored, restored, index)  # known objects from here on
-                    item.row.restored_pixels = int(item.restored.sum())
         model_index = index if erased is None else np.where(erased, -1, index)  # erased: unknown to the model
         unknown = model_index < 0
         if unknown.all():
             raise InputFileError(path, "has no labelled pixel: nothing to complete it from")
         item.unknown_share = float(unknown.mean())
-        item.row.background_fraction = round(background_fraction(original, classes.background_index), 4)
+        item.row.background_fraction = round(background_fraction(index, classes.background_index), 4)
         mi, allowed = prepare(image, model_index, bank, missing=missing, ratio=s.ratio, policy=s.policy)
         item.label, item.index, item.image, item.model_input, item.allowed = lab, index, image, mi, allowed
-        item.original = original
         item.row.ratio = mi.ratio
         item.row.patches_removed = int(mi.removed.sum())
     except InputFileError as e:  # the label's own problem, or its image's, named
@@ -370,25 +355,21 @@ def _finish_one(item: _Prepared, probs, s: RepairSettings, bank: Bank, out: Path
     row = item.row
     pred, conf = finish_labels(probs, item.index, item.model_input.hidden_full, item.allowed, item.image)
     allowed = item.allowed
-    if item.restored is not None:  # dropped objects given back: their named class, the namer's confidence
-        pred = np.where(item.restored, item.index, pred)
-        conf = np.where(item.restored, item.restored_probability, conf)
-        allowed = allowed | item.restored
     confident = conf >= s.min_confidence
-    change = allowed & confident & (pred != item.original)
+    change = allowed & confident & (pred != item.index)
     new_values = item.label.values.copy()
     written = pred[change]
     new_values[change] = train_ids_to_cityscapes(written) if is_cityscapes_label_ids(item.path.name) else written
     row.pixels_changed = int(change.sum())
     K = bank.classes.num_classes
-    before = set(np.flatnonzero(np.bincount(item.original.ravel() + 1, minlength=K + 1)[1:]).tolist())  # -1 = none
+    before = set(np.flatnonzero(np.bincount(item.index.ravel() + 1, minlength=K + 1)[1:]).tolist())  # -1 = none
     after = set(np.flatnonzero(np.bincount(written.ravel(), minlength=K)).tolist()) if row.pixels_changed else set()
     row.classes_added = ";".join(bank.classes.names[c] for c in sorted(after - before))
     row.mean_confidence = round(float(conf[change].mean()), 4) if row.pixels_changed else None
     held_back = int((allowed & ~confident).sum())
     # filling a thin unlabelled line (an outline) is placing a boundary within it: unsure by nature, and
     # harmless; review weighs the other changes (VOC val, clean labels, blind: 112 of 289 flagged -> 51)
-    unlabelled = item.original < 0
+    unlabelled = item.index < 0
     weighed = change & ~outline_lines(unlabelled) if (change & unlabelled).any() else change
     review_confidence = float(conf[weighed].mean()) if weighed.any() else None
     reasons = []
@@ -400,8 +381,14 @@ def _finish_one(item: _Prepared, probs, s: RepairSettings, bank: Bank, out: Path
     if (row.orphaned_outline or 0.0) >= REVIEW_ORPHANED:
         reasons.append(f"{row.orphaned_outline:.0%} of its outline has background on both sides: "
                        "objects lost their class?")
-    if row.restored_pixels > 0:  # a dropped object's class is the namer's guess
-        reasons.append("dropped objects were given a class back: a guess")
+    bg = bank.classes.background_index
+    if not s.missing and bg is not None:  # blind: objects found where the label says background
+        filled = change & (item.index == bg) & (pred != bg) & ~item.model_input.hidden_full
+        row.objects_filled = int(filled.sum())
+        if row.objects_filled:
+            found = sorted(set(np.flatnonzero(np.bincount(pred[filled], minlength=K)).tolist()))
+            reasons.append(f"it filled {row.objects_filled} pixels the label has as background with "
+                           f"{', '.join(bank.classes.names[c] for c in found)}: objects it lacked?")
     if item.unknown_share > max(bank.ratios):
         reasons.append(f"{item.unknown_share:.0%} of it was unknown, more than the bank learned to complete")
     row.needs_review = bool(reasons)

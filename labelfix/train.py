@@ -6,8 +6,7 @@ then background-first removal). Adam (beta1 0.9, weight decay 1e-4) with ReduceL
 (patience 5, threshold 1e-3, factor 0.8), as in the paper. Runs on one device, or on several
 processes under `torchrun` (DistributedDataParallel; gloo on CPU, nccl on CUDA).
 
-Then, where the labels outline their objects, the namer of dropped objects (objects.py) is fitted
-on the training labels' objects; where there is a background class, the learned background bias of
+Then, where there is a background class, the learned background bias of
 holes (extent.py) on the model's own output; each repair mode is calibrated (calibrate.py); and the
 boundary refiner (boundary.py) is fitted on the calibrated bank's repairs and kept for the modes it
 improves, then its second pass on the boundaries the first leaves.
@@ -248,25 +247,6 @@ def _load_init(model: LMAE, bank, ratio: float, weights: torch.Tensor) -> None:
     """Copy the init bank's model of `ratio` into `model`; the logit bias stays this dataset's."""
     model.load_state_dict(bank.model(ratio, "cpu").state_dict())
     model.logit_bias.copy_(-torch.log(weights))
-
-
-def fit_namer(bank_dir: Path, pairs, classes: ClassSet, seed: int = 0) -> dict:
-    """Fit the namer of dropped objects on training pairs and add it to a bank (objects.safetensors and
-    the manifest's `objects`). Labels without orphaned outlines to learn from (no outline convention)
-    leave the bank without one. Returns what it did, for the progress log."""
-    from .objects import MIN_PROBABILITY, training_samples, train_namer
-
-    t0 = time.time()
-    samples = training_samples(pairs, classes, np.random.default_rng(seed))
-    if samples is None:
-        return {"pieces": 0, "seconds": round(time.time() - t0, 1)}
-    namer = train_namer(*samples, classes.num_classes, seed=seed)
-    name = "objects.safetensors"
-    update_manifest(bank_dir, {"objects": {
-        "file": name, "sha256": save_weights(namer, Path(bank_dir) / name),
-        "hidden": namer.members[0][0].out_features, "members": len(namer.members),
-        "min_probability": MIN_PROBABILITY, "pieces": len(samples[1])}})
-    return {"pieces": len(samples[1]), "seconds": round(time.time() - t0, 1)}
 
 
 def _missing_hole_cases(bank, classes: ClassSet, pairs, gen: torch.Generator, batch: int):
@@ -631,9 +611,6 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
             **({"encoder": encoder_entry} if encoder_entry else {}),
         })
         if classes.background_index is not None:
-            fit_threads_to_load() if device.type == "cpu" else None
-            progress({"event": "namer", "images": len(train_pairs)})
-            progress({"event": "named", **fit_namer(out, train_pairs, classes, seed=s.seed)})
             fit_threads_to_load() if device.type == "cpu" else None
             progress({"event": "extent", "images": len(train_pairs)})
             progress({"event": "extent-fitted", **fit_extent(out, train_pairs, classes, device, seed=s.seed)})

@@ -37,13 +37,22 @@ def test_damaged_file_is_named(bank, tmp_path):
         load_bank(b)
 
 
-def test_the_namer_of_dropped_objects_loads(bank):
-    namer, min_probability = load_bank(bank).namer()
-    assert not namer.training and 0 <= min_probability <= 1
+def test_the_image_encoder_loads_frozen_and_its_file_is_checked(bank, tmp_path):
+    encoder = load_bank(bank).encoder()
+    assert not encoder.training and not any(p.requires_grad for p in encoder.parameters())
+    b = copy_bank(bank, tmp_path)
+    f = b / "encoder.safetensors"
+    f.write_bytes(f.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(BankError, match="encoder.safetensors: sha256 does not match"):
+        load_bank(b)
+    man = json.loads((b / "manifest.json").read_text())
+    del man["encoder"]
+    (b / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(BankError, match="lists no encoder file"):
+        load_bank(b)
 
 
-@pytest.mark.parametrize("key, name, getter", [("objects", "objects.safetensors", "namer"),
-                                               ("extent", "extent.safetensors", "extent")])
+@pytest.mark.parametrize("key, name, getter", [("extent", "extent.safetensors", "extent")])
 def test_optional_models_are_checked_and_may_be_absent(bank, tmp_path, key, name, getter):
     b = copy_bank(bank, tmp_path)
     assert getattr(load_bank(b), getter)() is not None

@@ -136,32 +136,24 @@ def test_filling_an_outline_alone_does_not_send_a_label_to_review(bank, tmp_path
     assert rows["hole.png"].needs_review
 
 
-def test_blind_fill_gives_a_dropped_object_its_class_back(bank, tmp_path):
-    from conftest import make_dataset
-    from labelfix.data import open_dataset
-    from labelfix.train import fit_namer
+def test_objects_blind_repair_fills_in_background_are_counted_and_sent_to_review(job, bank, monkeypatch):
+    from labelfix import repair as repair_module
 
-    # the session bank's namer learned from 12 labels; this one from 40, so that it surely names the square
-    named = tmp_path / "bank"
-    shutil.copytree(bank, named, ignore=shutil.ignore_patterns("train-state", "base.safetensors"))
-    ds = open_dataset(make_dataset(tmp_path / "synth", n_train=40, n_val=1, seed=3))
-    assert fit_namer(named, ds.pairs("train"), ds.classes)["pieces"] > 0
-    labels, images = tmp_path / "labels", tmp_path / "images"
-    labels.mkdir()
-    images.mkdir()
-    label = np.zeros((64, 64), np.uint8)
-    label[12:52, 10:50] = 2
-    Image.fromarray(COLOURS[label]).save(images / "a.jpg", quality=95)
-    label[11:53, 9:51][[0, -1]] = 255
-    label[11:53, 9:51][:, [0, -1]] = 255
-    Image.fromarray(np.where(label == 2, 0, label).astype(np.uint8), mode="L").save(labels / "a.png")  # class lost
-    row, = run(labels, images, named).rows
-    new = np.array(Image.open(tmp_path / "labels-repaired" / "a.png"))
-    assert row.restored_pixels == 40 * 40 and (new[12:52, 10:50] == 2).all() and row.classes_added == "green"
-    assert row.needs_review  # a named class is a guess a person should check
-    assert row.pixels_changed == int((new != np.where(label == 2, 0, label)).sum())
-    off, = run(labels, images, named, find_erasures=False, out=tmp_path / "off").rows
-    assert off.restored_pixels == 0
+    labels, images = job
+    real = repair_module.finish_labels
+
+    def sees_a_green_square(correction, label, hidden, allowed, image):
+        pred, conf = real(correction, label, hidden, allowed, image)
+        square = allowed & (label == 0)
+        return np.where(square, 2, pred), np.where(square, 0.95, conf)
+
+    monkeypatch.setattr(repair_module, "finish_labels", sees_a_green_square)
+    rows = run(labels, images, bank).rows
+    filled = [r for r in rows if r.objects_filled]
+    assert filled and all(r.needs_review and "with green: objects it lacked?" in r.review_reason for r in filled)
+    assert all(r.objects_filled <= r.pixels_changed for r in rows)
+    missing = run(labels, images, bank, missing=(255,), out=labels.parent / "missing").rows
+    assert not any(r.objects_filled for r in missing)  # filling holes is not finding objects
 
 
 def test_replace_policy_stays_inside_removed_patches(job, bank):

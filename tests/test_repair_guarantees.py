@@ -249,10 +249,10 @@ def test_a_one_row_label_is_repaired_blind(bank, tmp_path):
     labels, images = tmp_path / "labels", tmp_path / "images"
     labels.mkdir()
     images.mkdir()
-    label = np.zeros((3, 400), np.uint8)
-    label[:, 100:150] = 1
-    label[:, 151] = 255
+    label = np.zeros((3, 4000), np.uint8)  # finished on 8 x 8 blocks: a one-row working image
+    label[:, 1000:1500] = 1
+    label[:, 1501] = 255  # an outline with background on both sides: a dropped object to look for
     Image.fromarray(label, mode="L").save(labels / "thin.png")
-    Image.fromarray(np.full((3, 400, 3), 90, np.uint8)).save(images / "thin.jpg")
+    Image.fromarray(np.full((3, 4000, 3), 90, np.uint8)).save(images / "thin.jpg")
     res = run(labels, images, bank)
     assert res.failed == 0, res.rows[0].error

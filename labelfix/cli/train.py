@@ -75,11 +75,6 @@ def train(
             if ("features", e["total"]) not in tasks:
                 tasks[("features", e["total"])] = bar.add_task("image encoder", total=e["total"], info="")
             bar.update(tasks[("features", e["total"])], completed=e["done"])
-        elif e["event"] == "namer" and not quiet:
-            console.print(f"fitting the namer of dropped objects on {e['images']} labels")
-        elif e["event"] == "named" and not quiet:
-            console.print(f"  {e['pieces']} pieces behind orphaned outlines"
-                          + ("" if e["pieces"] else ": none, so the bank has no namer (labels without outlines)"))
         elif e["event"] == "extent" and not quiet:
             console.print(f"fitting the background bias of holes on {e['images']} labels")
         elif e["event"] == "extent-fitted" and not quiet:
