@@ -241,3 +241,20 @@ def test_to_original_size_is_torchs_nearest_resize():
         small = torch.from_numpy(rng.random((112, 112)) < 0.5)
         want = F.interpolate(small[None, None].float(), size=(int(H), int(W)), mode="nearest")[0, 0] > 0.5
         assert np.array_equal(to_original_size(small, (int(H), int(W))), want.numpy()), (H, W)
+
+
+def test_a_label_s_correction_does_not_depend_on_the_labels_it_shares_a_batch_with(bank, dataset):
+    from labelfix.bank import load_bank
+    from labelfix.data import load_pair, open_dataset
+    from labelfix.predict import prepare, run_model
+
+    b = load_bank(bank)
+    items = []
+    for i, pair in enumerate(open_dataset(dataset).pairs("val")):
+        image, label = load_pair(*pair, b.classes)
+        damaged = np.where(holes(label.shape, i), -1, label)
+        items.append(prepare(image, damaged, b, missing=damaged < 0, ratio=0.5)[0])  # one model, many shapes
+    together = run_model(b, items, "cpu", calibrated=False, precision="fp32")
+    for item, batched in zip(items, together):
+        alone, = run_model(b, [item], "cpu", calibrated=False, precision="fp32")
+        assert torch.equal(alone.logits, batched.logits)
