@@ -1,21 +1,14 @@
-"""The command line: parse, call one library function, print. Only this package imports Typer and Rich."""
+"""The command line: parse, call one library function, print. Only this package imports Typer and Rich.
+
+The library (and torch) is imported when a command runs, not for `--help`."""
 
 from __future__ import annotations
 
-import gc
+import typer
 
-# Importing torch creates a few hundred thousand long-lived objects. The collector's full passes over
-# them, during the import and again when the interpreter exits, cost about half a second a command;
-# none of it is garbage, so collect nothing while importing and freeze what was imported.
-gc.disable()
-import typer  # noqa: E402
-
-from .bench import bench  # noqa: E402
-from .repair import repair  # noqa: E402
-from .train import train  # noqa: E402
-
-gc.freeze()
-gc.enable()
+from .bench import bench
+from .repair import repair
+from .train import train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Repair incomplete semantic-segmentation labels with a label masked autoencoder (L-MAE).")

@@ -8,8 +8,6 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..bench import METRICS, BenchSettings
-from ..bench import bench as run_bench
 from ..errors import UsageError
 from ..files import write_atomic
 from ._common import console, handle_errors, parse_floats, results
@@ -33,6 +31,9 @@ def bench(
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write every figure to this JSON file."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of PA-mIoU against mask ratio."),
 ):
+    from ..bench import METRICS, BenchSettings  # torch: imported when a command runs, not for --help
+    from ..bench import bench as run_bench
+
     if metric not in METRICS:
         raise UsageError(f"--metric {metric}: choose one of {', '.join(METRICS)}")
     s = BenchSettings(data=data, bank=bank, split=split, ratios=parse_floats(ratios, "--ratios") if ratios else None,

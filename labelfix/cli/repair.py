@@ -10,8 +10,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..errors import UsageError
 from ..processes import shard_from_environment
-from ..repair import RepairSettings, merge_reports
-from ..repair import repair as run_repair
 from ._common import console, handle_errors, printable
 
 
@@ -64,6 +62,9 @@ def repair(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the output folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the totals and rows as JSON."),
 ):
+    from ..repair import RepairSettings, merge_reports  # torch: imported when a command runs, not for --help
+    from ..repair import repair as run_repair
+
     if merge:
         target = out or (labels.resolve().with_name(labels.resolve().name + "-repaired"))
         path = merge_reports(target)
@@ -127,7 +128,7 @@ def repair(
         raise typer.Exit(1)
 
 
-def _written(result, settings: RepairSettings, preview: bool) -> str:
+def _written(result, settings, preview: bool) -> str:
     """What the run wrote beside the labels."""
     part = result.report_path
     if settings.shard is None:

@@ -6,7 +6,6 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..train import TrainSettings, train_bank
 from ._common import console, handle_errors, parse_floats
 
 
@@ -47,6 +46,8 @@ def train(
                                          help="Val labels that calibrate the repair modes after training (0: skip)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the bank folder."),
 ):
+    from ..train import TrainSettings, train_bank  # torch: imported when a command runs, not for --help
+
     settings = TrainSettings(data=data, out=out, ratios=parse_floats(ratios, "--ratios"), preset=preset, epochs=epochs,
                              finetune_epochs=finetune_epochs, batch_size=batch_size, input_size=input_size,
                              patch_size=patch_size, lr=lr, loss_on=loss_on,
