@@ -109,7 +109,7 @@ def label_sets(items, kind: str, bank: str, tmp: Path, seed: int) -> dict[str, l
     missing = kind == "paper"
     nearest = []
     for d in damaged:
-        known = torch.from_numpy(np.where(d == IGNORE, -1, d).astype(np.int64))[None]
+        known = torch.from_numpy(np.where(d == IGNORE, -1, d.astype(np.int64)))[None]
         filled = nearest_fill(known)[0].numpy().astype(np.uint8)
         nearest.append(np.where(d == IGNORE, filled, d) if missing else d)
     labels = write_labels(items, damaged, tmp / kind / "labels")
@@ -195,7 +195,7 @@ def score(head: Head, features, labels: list[np.ndarray]) -> float:
     for i, label in enumerate(labels):
         logits = head([f[i:i + 1, 0] for f in features])
         pred = F.interpolate(logits, size=label.shape, mode="bilinear", align_corners=False).argmax(1)[0]
-        truth = torch.from_numpy(np.where(label == IGNORE, -1, label).astype(np.int64))
+        truth = torch.from_numpy(np.where(label == IGNORE, -1, label.astype(np.int64)))
         conf += confusion(pred, truth, 21)
     return mean_iou(conf)
 
@@ -230,6 +230,7 @@ def main() -> None:
     ap.add_argument("--encoder-weights", default=None, help="passed to labelfix train (default: the bundled bank's)")
     ap.add_argument("--epochs", type=int, default=30, help="segmenter epochs")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=None, help="only the first N images of half B and of val (smoke runs)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None)
     a = ap.parse_args()
@@ -253,12 +254,12 @@ def main() -> None:
         channels = feature_channels(load_bank(bank).config.encoder)
         by_stem = {lab.stem: (img, lab) for img, lab in ds.pairs("train")}
         items = []
-        for stem in half_b:
+        for stem in half_b[: a.limit]:
             img, lab = by_stem[stem]
             lf = read_label(lab)
             items.append({"stem": stem, "image": img, "truth": lf.values, "palette": lf.palette})
         images = [np.array(Image.open(it["image"]).convert("RGB")) for it in items]
-        val = ds.pairs("val")
+        val = ds.pairs("val")[: a.limit]
         val_labels = [read_label(lab).values for _, lab in val]
         val_images = [np.array(Image.open(img).convert("RGB")) for img, _ in val]
         print(f"encoding half B ({len(items)} images, with flips) and val ({len(val)})", flush=True)
