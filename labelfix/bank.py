@@ -55,10 +55,13 @@ def ratio_key(ratio: float) -> str:
     return f"{float(ratio):.2f}"
 
 
-def save_weights(model: torch.nn.Module, path: Path) -> str:
-    """Write a model's weights as safetensors atomically; returns the file's sha256."""
+def save_weights(model: torch.nn.Module, path: Path, half: bool = False) -> str:
+    """Write a model's weights as safetensors atomically (with `half`, floats as fp16: a bank's models
+    are read back in fp32, and fp16 halves what ships); returns the file's sha256."""
     path = Path(path)
-    write_atomic(path, save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}))
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    write_atomic(path, save(state))
     return sha256(path)
 
 

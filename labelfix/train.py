@@ -574,11 +574,11 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
                 if s.finetune_epochs == 0:
                     for r in s.ratios:
                         name = f"ratio-{ratio_key(r)}.safetensors"
-                        info["files"][ratio_key(r)] = {"file": name, "sha256": save_weights(model, out / name)}
+                        info["files"][ratio_key(r)] = {"file": name, "sha256": save_weights(model, out / name, half=True)}
             else:
                 r = stage.split("-")[1]
                 name = f"ratio-{r}.safetensors"
-                info["files"][r] = {"file": name, "sha256": save_weights(model, out / name)}
+                info["files"][r] = {"file": name, "sha256": save_weights(model, out / name, half=True)}
         if distributed:
             dist.barrier()  # the other ranks read base.safetensors next
         info["stage"] += 1

@@ -1,0 +1,19 @@
+"""The Python API: what the three commands call, with their settings, results and errors.
+
+    from labelfix.api import RepairSettings, repair
+
+    if __name__ == "__main__":  # repair may spawn processes (RepairSettings.processes), which import this module
+        result = repair(RepairSettings(labels="voc/SegmentationClass", images="voc/JPEGImages", missing=(255,)))
+        print(result.totals, [row.file for row in result.rows if row.needs_review])
+"""
+
+from .bank import Bank, load_bank
+from .bench import BenchResult, BenchSettings, bench
+from .errors import BankError, DataError, InputFileError, LabelfixError, UsageError
+from .files import OutputError
+from .repair import ImageRow, RepairResult, RepairSettings, merge_reports, repair
+from .train import TrainResult, TrainSettings, train_bank
+
+__all__ = ["Bank", "load_bank", "BenchResult", "BenchSettings", "bench", "BankError", "DataError", "InputFileError",
+           "LabelfixError", "UsageError", "OutputError", "ImageRow", "RepairResult", "RepairSettings", "merge_reports",
+           "repair", "TrainResult", "TrainSettings", "train_bank"]
