@@ -80,7 +80,7 @@ def test_the_command_picks_processes_and_the_library_keeps_one(monkeypatch, tmp_
 
     from labelfix.cli import app
 
-    cli_repair = importlib.import_module("labelfix.cli.repair")  # the module; the package names its command so
+    repair_module = importlib.import_module("labelfix.repair")  # the module; the package names its function so
 
     seen = []
 
@@ -88,7 +88,7 @@ def test_the_command_picks_processes_and_the_library_keeps_one(monkeypatch, tmp_
         seen.append(settings)
         raise LabelfixError("stop here")
 
-    monkeypatch.setattr(cli_repair, "run_repair", capture)
+    monkeypatch.setattr(repair_module, "repair", capture)  # the CLI imports it when the command runs
     (tmp_path / "l").mkdir(), (tmp_path / "i").mkdir()
     CliRunner().invoke(app, ["repair", str(tmp_path / "l"), "--images", str(tmp_path / "i")])
     CliRunner().invoke(app, ["repair", str(tmp_path / "l"), "--images", str(tmp_path / "i"), "--processes", "3"])
