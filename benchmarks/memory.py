@@ -75,10 +75,12 @@ def main():
         examples = resized_examples(Path(tmp) / "examples", a.side) if a.side else EXAMPLES
         for n in (int(x) for x in a.sizes.split(",")):
             labels, images = build(Path(tmp) / str(n), n, examples)
+            extra = (["--bank", a.bank] if a.bank else []) + (["--dry-run"] if a.dry_run else [])
             cmd = ["labelfix", "repair", str(labels), "--images", str(images), "--missing", "255", "--quiet",
-                   "--out", str(Path(tmp) / f"out{n}"), "--processes", a.processes] + (["--bank", a.bank] if a.bank else []) + (["--dry-run"] if a.dry_run else [])
+                   "--out", str(Path(tmp) / f"out{n}"), "--processes", a.processes] + extra
             rss, secs = peak_rss_mb(cmd)
-            rows.append({"labels": n, "peak_rss_mb": round(rss, 1), "seconds": round(secs, 1), "images_per_s": round(n / secs, 2)})
+            rows.append({"labels": n, "peak_rss_mb": round(rss, 1), "seconds": round(secs, 1),
+                         "images_per_s": round(n / secs, 2)})
             print(f"{n:>6} labels: peak RSS {rss:.0f} MB, {secs:.1f} s ({n / secs:.1f} img/s)", flush=True)
     print(f"ratio largest/smallest: {rows[-1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f}")
     if a.json:

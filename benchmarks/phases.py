@@ -35,7 +35,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=1, help="runs of the model and finishing; the fastest counts")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    s = RepairSettings(labels=Path(a.labels), images=Path(a.images), missing=tuple(a.missing), bank=a.bank, classes="bank")
+    s = RepairSettings(labels=Path(a.labels), images=Path(a.images), missing=tuple(a.missing), bank=a.bank,
+                       classes="bank")
     bank = load_bank(a.bank)
     files = sorted(p for p in Path(a.labels).iterdir() if p.suffix == ".png")[: a.n]
     spent = {"prepare": 0.0, "model": 0.0, "finish": 0.0, "encode": 0.0}

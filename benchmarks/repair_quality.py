@@ -196,7 +196,8 @@ def run_case(items, case, bank, tmp: Path, missing: bool, crf: bool, K: int, err
             conf["nearest-label"] += confusion(torch.from_numpy(nearest_label(known, unknown)), truth_t, K, region_t)
             if crf:
                 image = np.array(Image.open(it["image"]).convert("RGB"))
-                conf["dense-crf"] += confusion(torch.from_numpy(dense_crf(image, known, unknown, K)), truth_t, K, region_t)
+                conf["dense-crf"] += confusion(torch.from_numpy(dense_crf(image, known, unknown, K)), truth_t, K,
+                                               region_t)
         else:
             valid = ~region & (truth != IGNORE)
             undamaged_changed += int((fixed[valid] != damaged_in[valid]).sum())
@@ -248,10 +249,12 @@ def main():
                            a.errors, not a.no_erasures)
             rows.append(row)
             figures = {k: round(v, 1) for k, v in row.items() if k in ("labelfix", "nearest-label", "dense-crf")}
-            extra = f", undamaged pixels changed {row['undamaged_changed_pct']}%" if "undamaged_changed_pct" in row else ""
+            extra = (f", undamaged pixels changed {row['undamaged_changed_pct']}%"
+                     if "undamaged_changed_pct" in row else "")
             extra += f", objects filled in {row['labels_filled']} labels" if "labels_filled" in row else ""
             extra += f", {row['needs_review']} of {row['images']} labels to review"
-            print(f"{case:16s} mIoU on damaged pixels: {figures}{extra}  ({row['repair_images_per_s']} img/s)", flush=True)
+            print(f"{case:16s} mIoU on damaged pixels: {figures}{extra}  ({row['repair_images_per_s']} img/s)",
+                  flush=True)
             if a.errors:
                 w = row["wrong_pixels"]
                 print(f"{'':16s} wrong: {100 * w['wrong'] / max(w['scored'], 1):.1f}% of the damaged pixels; of those, "

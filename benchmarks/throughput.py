@@ -107,7 +107,8 @@ def main():
         # both are timed over the same minutes of a CPU whose speed drifts.
         files = sorted((tmp / "in" / "labels").glob("*.png"))
         R = a.repeats
-        crf_parts = [files[r * len(files) // R:(r + 1) * len(files) // R] for r in range(R)] if crf_available() and not a.no_crf else []
+        crf_parts = ([files[r * len(files) // R:(r + 1) * len(files) // R] for r in range(R)]
+                     if crf_available() and not a.no_crf else [])
         runs, crf = {n: [] for n in counts}, 0.0
         for r in range(a.repeats):
             for n in counts:
@@ -120,7 +121,8 @@ def main():
             if crf_parts:
                 crf += crf_complete(tmp / "in", tmp / "crf", ds.classes.num_classes, crf_parts[r])
         for n in counts:
-            print(f"labelfix repair (whole command, --processes {n}), median: {a.n / statistics.median(runs[n]):.2f} img/s",
+            print(f"labelfix repair (whole command, --processes {n}), "
+                  f"median: {a.n / statistics.median(runs[n]):.2f} img/s",
                   flush=True)
         if len(counts) > 1:
             result["by_processes"] = {n: {"images_per_s": round(a.n / statistics.median(runs[n]), 2),

@@ -104,7 +104,8 @@ def main() -> None:
         for name, t in times.items():
             idle, loaded = statistics.median(t["idle"]), statistics.median(t["loaded"])
             print(f"{name:7s} idle {idle:6.1f} s   loaded {loaded:6.1f} s   {loaded / idle:4.1f}x  "
-                  f"(idle {', '.join(f'{x:.1f}' for x in t['idle'])}; loaded {', '.join(f'{x:.1f}' for x in t['loaded'])})")
+                  f"(idle {', '.join(f'{x:.1f}' for x in t['idle'])}; "
+                  f"loaded {', '.join(f'{x:.1f}' for x in t['loaded'])})")
 
 
 if __name__ == "__main__":

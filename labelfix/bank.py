@@ -40,7 +40,16 @@ FORMAT_VERSION = 1
 # the manifest entries of the boundary refiner's passes, in the order they decide
 REFINER_PASSES = ("refiner", "refiner_second")
 MANIFEST = "manifest.json"
-DEFAULT_BANK = Path(__file__).resolve().parent.parent / "checkpoints" / "voc"
+
+
+def _bundled_bank() -> Path:
+    """The bank that ships with labelfix: inside the installed package, or in a source checkout's checkpoints/."""
+    package = Path(__file__).resolve().parent
+    installed = package / "checkpoints" / "voc"
+    return installed if (installed / MANIFEST).exists() else package.parent / "checkpoints" / "voc"
+
+
+DEFAULT_BANK = _bundled_bank()
 
 
 def sha256(path: Path) -> str:

@@ -61,7 +61,8 @@ class BenchResult:
 def _method_row(ratio, method, conf_pa, conf_all, names) -> dict:
     return {"ratio": ratio, "method": method, "pa_miou": mean_iou(conf_pa), "miou": mean_iou(conf_all),
             "pa_pixel_accuracy": pixel_accuracy(conf_pa),
-            "pa_iou_per_class": {n: (None if np.isnan(v) else float(v * 100)) for n, v in zip(names, iou_per_class(conf_pa))},
+            "pa_iou_per_class": {n: (None if np.isnan(v) else float(v * 100))
+                                 for n, v in zip(names, iou_per_class(conf_pa))},
             "pa_confusion": np.asarray(conf_pa).tolist()}
 
 
@@ -89,7 +90,7 @@ def bench(s: BenchSettings, progress: Callable[[dict], None] | None = None) -> B
     notes = [] if use_crf else ["dense-crf skipped: install the optional extra labelfix[crf] (pydensecrf2)"]
     conf = {(r, m, w): torch.zeros(K, K, dtype=torch.long) for r in ratios for m in methods for w in ("pa", "all")}
     progress({"event": "start", "images": len(pairs), "ratios": ratios, "methods": methods})
-    data = [load_pair(i, l, classes) for i, l in pairs]
+    data = [load_pair(i, lab, classes) for i, lab in pairs]
     for r in ratios:
         for start in range(0, len(data), s.batch_size):
             chunk = data[start:start + s.batch_size]
@@ -116,7 +117,8 @@ def bench(s: BenchSettings, progress: Callable[[dict], None] | None = None) -> B
         settings={k: (str(v) if isinstance(v, Path) else v) for k, v in s.__dict__.items()},
         bank={"path": str(bank.path), "manifest_sha256": bank.manifest_sha256, "ratios": bank.ratios,
               "config": bank.config.to_dict()},
-        data={"path": str(s.data), "split": s.split, "skip": s.skip, "images": len(data), "classes": list(classes.names)},
+        data={"path": str(s.data), "split": s.split, "skip": s.skip, "images": len(data),
+              "classes": list(classes.names)},
         methods=methods, rows=rows, speed=speed, notes=notes)
 
 
@@ -142,7 +144,8 @@ def measure_speed(bank: Bank, data, device, s: BenchSettings, ratio: float) -> d
         img_dir.mkdir()
         n = min(len(data), 64)
         for i, (img, lab) in enumerate(data[:n]):
-            Image.fromarray(np.where(lab < 0, bank.classes.ignore_index, lab).astype(np.uint8)).save(lab_dir / f"{i:05d}.png")
+            Image.fromarray(np.where(lab < 0, bank.classes.ignore_index, lab).astype(np.uint8)).save(
+                lab_dir / f"{i:05d}.png")
             Image.fromarray(img).save(img_dir / f"{i:05d}.jpg", quality=95)
         res = repair(RepairSettings(labels=lab_dir, images=img_dir, out=Path(tmp) / "out", bank=str(bank.path),
                                     device=str(device), batch_size=s.batch_size, precision=s.precision, classes="bank"))

@@ -32,7 +32,8 @@ def random_blocks(batch: int, height: int, width: int, coverage: float, generato
 
 def drop_classes(label: torch.Tensor, background_index: int | None, share: float,
                  generator: torch.Generator) -> torch.Tensor:
-    """Relabel about `share` of each image's object classes as background (or unlabelled): (B, H, W) bool of dropped pixels."""
+    """Relabel about `share` of each image's object classes as background (or unlabelled):
+    (B, H, W) bool of dropped pixels."""
     cpu = label.cpu()  # per-image class lists and coin flips: cheap on the CPU, a sync each on a GPU
     dropped = torch.zeros_like(cpu, dtype=torch.bool)
     for b in range(cpu.shape[0]):

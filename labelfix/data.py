@@ -41,7 +41,8 @@ def read_label(path: Path, max_pixels: int | None = None) -> LabelFile:
         with Image.open(path) as im:
             if max_pixels is not None and im.width * im.height > max_pixels:
                 raise InputFileError(path, f"is {im.width}x{im.height} ({im.width * im.height / 1e6:.0f} megapixels); "
-                                           f"labelfix repairs labels of up to {max_pixels / 1e6:.0f}: split it into tiles")
+                                           f"labelfix repairs labels of up to {max_pixels / 1e6:.0f}: "
+                                           "split it into tiles")
             im.load()
             mode = im.mode
             if mode in ("RGB", "RGBA"):
@@ -284,7 +285,7 @@ class TrainSamples(torch.utils.data.Dataset):
     def __init__(self, pairs, classes: ClassSet, size: int, augment: bool, seed: int = 0,
                  min_crop: float = 0.35, views: int = 0):
         self.pairs = list(pairs)
-        self.data = [load_pair(i, l, classes) for i, l in self.pairs]
+        self.data = [load_pair(i, lab, classes) for i, lab in self.pairs]
         self.size, self.augment, self.seed = size, augment, seed
         self.min_crop, self.views = min_crop, views
         self.features = None  # set by features.attach: (index, view) -> [f8, f16, f32]

@@ -29,7 +29,8 @@ MAPS = ("stride8", "stride16", "stride32")
 
 
 def cache_folder() -> Path:
-    root = os.environ.get("LABELFIX_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "labelfix"
+    root = (os.environ.get("LABELFIX_CACHE")
+            or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "labelfix")
     return Path(root) / "features"
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 
-def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int, where: torch.Tensor | None = None) -> torch.Tensor:
+def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
+              where: torch.Tensor | None = None) -> torch.Tensor:
     """(K, K) int64 counts, rows = truth, cols = prediction, over pixels with target >= 0 (and `where`)."""
     valid = target >= 0
     if where is not None:

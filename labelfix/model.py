@@ -42,7 +42,8 @@ class LMAE(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.enc_dim))  # keeps the encoder defined when all is removed
         self.register_buffer("enc_pos", sincos_pos_embed_2d(cfg.enc_dim, cfg.grid)[None], persistent=False)
         ramp = torch.linspace(0, cfg.drop_path, cfg.enc_depth + cfg.dec_depth).tolist()
-        self.encoder = nn.ModuleList(Block(cfg.enc_dim, cfg.enc_heads, cfg.mlp_ratio, ramp[i]) for i in range(cfg.enc_depth))
+        self.encoder = nn.ModuleList(Block(cfg.enc_dim, cfg.enc_heads, cfg.mlp_ratio, ramp[i])
+                                     for i in range(cfg.enc_depth))
         self.enc_norm = nn.LayerNorm(cfg.enc_dim)
         # IPS + decoder
         self.dec_embed = nn.Linear(cfg.enc_dim, cfg.dec_dim)
@@ -104,7 +105,8 @@ class LMAE(nn.Module):
         layer-normalised, (B, L, C16+C32). The stride-16 map is the patch grid; the stride-32 one is upsampled."""
         _, f16, f32 = features
         f32 = F.interpolate(f32.float(), size=f16.shape[-2:], mode="bilinear", align_corners=False)
-        return torch.cat([norm(f.float().flatten(2).transpose(1, 2)) for norm, f in zip(self.feature_norms, (f16, f32))], -1)
+        return torch.cat([norm(f.float().flatten(2).transpose(1, 2))
+                          for norm, f in zip(self.feature_norms, (f16, f32))], -1)
 
     def forward_encoder(self, fused: torch.Tensor, removed: torch.Tensor, patch_features: torch.Tensor | None = None):
         """fused (B, K+3, S, S), removed (B, L), patch_features (B, L, F) or None

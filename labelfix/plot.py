@@ -35,7 +35,8 @@ def plot_pa_miou(result, path: Path, size=(640, 420)) -> Path:
     d.text(((W - right + left) / 2 - 30, H - 20), "mask ratio", fill="black")
     for i, m in enumerate(result.methods):
         c = COLOURS[i % len(COLOURS)]
-        pts = [xy(r["ratio"], r["pa_miou"]) for r in sorted((r for r in result.rows if r["method"] == m), key=lambda r: r["ratio"])]
+        pts = [xy(r["ratio"], r["pa_miou"])
+               for r in sorted((r for r in result.rows if r["method"] == m), key=lambda r: r["ratio"])]
         if len(pts) > 1:
             d.line(pts, fill=c, width=3)
         for x, y in pts:

@@ -94,7 +94,8 @@ def background_fraction(label: np.ndarray, background_index: int | None) -> floa
 
 
 def prepare(image: np.ndarray, label: np.ndarray, bank: Bank, *, missing: np.ndarray | None = None,
-            ratio: float | None = None, strategy: str = "background-first", policy: str = "fill") -> tuple[ModelInput, np.ndarray]:
+            ratio: float | None = None, strategy: str = "background-first",
+            policy: str = "fill") -> tuple[ModelInput, np.ndarray]:
     """Decide what to remove and what the model may see.
 
     image (H, W, 3) uint8; label (H, W) int64 model indices (-1 = unlabelled).

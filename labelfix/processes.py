@@ -106,6 +106,7 @@ def _child(s: RepairSettings, events) -> None:
     try:
         result = repair_part(s, lambda e: events.put(e) if e["event"] == "file" else None)
     except Exception as e:  # the parent says it in one line, like any error of its own
-        events.put({"event": "error", "message": str(e) if isinstance(e, LabelfixError) else f"{type(e).__name__}: {e}"})
+        events.put({"event": "error",
+                    "message": str(e) if isinstance(e, LabelfixError) else f"{type(e).__name__}: {e}"})
         raise SystemExit(1) from None
     events.put({"event": "part", "report": str(result.report_path)})

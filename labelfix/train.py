@@ -157,7 +157,8 @@ def validate(model: LMAE, samples: TrainSamples, ratio: float, classes: ClassSet
         image = torch.stack([it[0] for it in items]).to(device)
         label = torch.stack([it[1] for it in items]).to(device)
         features = [torch.stack([it[m] for it in items]).to(device).float() for m in range(2, len(items[0]))] or None
-        removed = background_first_mask(patch_mean(background_pixels(label, classes.background_index), cfg.patch_size), ratio)
+        removed = background_first_mask(patch_mean(background_pixels(label, classes.background_index), cfg.patch_size),
+                                        ratio)
         removed_px = expand_mask(removed, cfg.grid, cfg.patch_size)
         label_in = torch.where(removed_px, torch.full_like(label, -1), label)
         with autocast(device):
@@ -167,14 +168,16 @@ def validate(model: LMAE, samples: TrainSamples, ratio: float, classes: ClassSet
         conf_all += confusion(pred, label, K)
         conf_nn += confusion(nearest_fill(label_in), label, K, removed_px)
     model.train()
-    return {"ratio": ratio, "pa_miou": mean_iou(conf_pa), "miou": mean_iou(conf_all), "nearest_pa_miou": mean_iou(conf_nn)}
+    return {"ratio": ratio, "pa_miou": mean_iou(conf_pa), "miou": mean_iou(conf_all),
+            "nearest_pa_miou": mean_iou(conf_nn)}
 
 
 # -- resumable state (safetensors + JSON, no pickles) --------------------------------------------
 
 def _save_state(folder: Path, model, opt, sched, info: dict):
     folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / "model.safetensors", save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}))
+    write_atomic(folder / "model.safetensors",
+                 save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}))
     tensors, meta = {}, {"param_groups": [], "scheduler": sched.state_dict(), "shapes": {}}
     sd = opt.state_dict()
     for i, st in sd["state"].items():
@@ -539,7 +542,8 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
             info["epoch"] = epoch + 1
             info["elapsed"] = time.time() - t_start
             row = {"event": "epoch", "stage": stage, "epoch": epoch + 1, "loss": train_loss,
-                   "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0, "images_per_s": n * world / (time.time() - t0)}
+                   "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0,
+                   "images_per_s": n * world / (time.time() - t0)}
             budget_spent = time.time() - stage_t0 > stage_seconds(stage)
             last = info["epoch"] == epochs or budget_spent
             if main and (last or (s.val_every and info["epoch"] % s.val_every == 0)):
@@ -574,7 +578,8 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
                 if s.finetune_epochs == 0:
                     for r in s.ratios:
                         name = f"ratio-{ratio_key(r)}.safetensors"
-                        info["files"][ratio_key(r)] = {"file": name, "sha256": save_weights(model, out / name, half=True)}
+                        info["files"][ratio_key(r)] = {"file": name,
+                                                       "sha256": save_weights(model, out / name, half=True)}
             else:
                 r = stage.split("-")[1]
                 name = f"ratio-{r}.safetensors"
@@ -591,7 +596,8 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
                 _load_init(model, init_bank, next_ratio, weights)
             else:
                 model.load_state_dict(load_file(str(out / "base.safetensors")))
-            opt = torch.optim.Adam(model.parameters(), lr=s.finetune_lr, betas=(0.9, 0.999), weight_decay=s.weight_decay)
+            opt = torch.optim.Adam(model.parameters(), lr=s.finetune_lr, betas=(0.9, 0.999),
+                                   weight_decay=s.weight_decay)
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=5, threshold=1e-3, factor=0.8)
         if main:
             _save_state(state_dir, model, opt, sched, info)

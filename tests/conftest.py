@@ -12,6 +12,25 @@ import pytest
 from PIL import Image
 
 CLASSES = {"names": ["background", "red", "green", "blue", "yellow"], "ignore_index": 255, "background_index": 0}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run the tests marked slow (CI does)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than a few seconds; run with --runslow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 COLOURS = np.array([[40, 40, 40], [220, 30, 30], [30, 200, 40], [30, 40, 220], [230, 220, 30]], np.uint8)
 
 

@@ -30,8 +30,9 @@ def test_the_band_is_every_deciding_pixel_near_both_kinds_of_decision():
         decided = rng.choice([0, 0, 0, 5, 7], size=(37, 41))
         deciding = np.zeros(decided.shape, bool)
         deciding[4:30, 9:33] = rng.random((26, 24)) < 0.7
-        near = lambda m: torch.nn.functional.max_pool2d(torch.from_numpy(m)[None, None].float(), 2 * radius + 1,
-                                                         1, radius)[0, 0].numpy() > 0  # noqa: E731
+        def near(m):
+            return torch.nn.functional.max_pool2d(torch.from_numpy(m)[None, None].float(), 2 * radius + 1,
+                                                  1, radius)[0, 0].numpy() > 0
         expected = near(deciding & (decided == 0)) & near(deciding & (decided != 0)) & deciding
         assert np.array_equal(band(decided, deciding, 0, radius), expected)
 

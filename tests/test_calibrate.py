@@ -57,7 +57,8 @@ def test_weight_zero_falls_back_to_nearest_fill(bank, dataset, tmp_path):
     for stem in (dataset / "splits" / "val.txt").read_text().split()[:3]:
         shutil.copy(dataset / "labels" / f"{stem}.png", labels)
         shutil.copy(dataset / "images" / f"{stem}.jpg", images)
-    res = repair(RepairSettings(labels=labels, images=images, bank=str(b), missing=(255,), device="cpu", classes="bank"))
+    res = repair(RepairSettings(labels=labels, images=images, bank=str(b), missing=(255,), device="cpu",
+                                classes="bank"))
     for row in res.rows:
         old = np.array(Image.open(labels / row.file)).astype(np.int64)
         unknown = old == 255

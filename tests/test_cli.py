@@ -21,7 +21,8 @@ def make_job(dataset, tmp_path):
 
 def test_repair_exit_codes(dataset, bank, tmp_path):
     labels, images = make_job(dataset, tmp_path)
-    r = runner.invoke(app, ["repair", str(labels), "--images", str(images), "--bank", str(bank), "--quiet", "--device", "cpu"])
+    r = runner.invoke(app, ["repair", str(labels), "--images", str(images), "--bank", str(bank), "--quiet",
+                            "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert r.output.strip().endswith("labels-repaired")
     (labels / "junk.png").write_bytes(b"nope")
@@ -70,7 +71,8 @@ def test_repair_in_each_precision_records_it(dataset, bank, tmp_path):
 
 def test_repair_json_output(dataset, bank, tmp_path):
     labels, images = make_job(dataset, tmp_path)
-    r = runner.invoke(app, ["repair", str(labels), "--images", str(images), "--bank", str(bank), "--json", "--missing", "255"])
+    r = runner.invoke(app, ["repair", str(labels), "--images", str(images), "--bank", str(bank), "--json",
+                            "--missing", "255"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     assert d["totals"]["files"] == 3 and len(d["rows"]) == 3
@@ -141,3 +143,25 @@ def test_shards_from_a_launcher_s_environment_and_the_last_joins(dataset, bank, 
     r = runner.invoke(app, args + ["--shard", "auto"], env={"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"})
     assert r.exit_code == 0 and "every shard is done, joined in report.json" in r.output
     assert len(json.loads((out / "report.json").read_text())["rows"]) == 3
+
+
+def test_help_shows_flags_as_typed_and_values_parse_as_documented(monkeypatch, tmp_path):
+    import importlib
+
+    for command in ("repair", "train", "bench"):
+        r = runner.invoke(app, [command, "--help"], env={"COLUMNS": "120"})
+        assert r.exit_code == 0 and "<bool>" not in r.output and "list[" not in r.output, r.output
+    assert "Examples" in runner.invoke(app, ["repair", "--help"]).output
+    repair_module = importlib.import_module("labelfix.repair")
+    seen = []
+
+    def capture(settings, progress):
+        seen.append(settings)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(repair_module, "repair", capture)
+    (tmp_path / "l").mkdir()
+    runner.invoke(app, ["repair", str(tmp_path / "l"), "--missing", "0,255", "--missing", "7", "--preview"])
+    assert seen[0].missing == (0, 255, 7) and seen[0].preview is True
+    r = runner.invoke(app, ["repair", str(tmp_path / "l"), "--missing", "x"])
+    assert r.exit_code == 2 and "--missing" in r.output

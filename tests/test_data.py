@@ -95,7 +95,8 @@ def test_the_images_folder_is_found_where_common_layouts_keep_it(tmp_path):
 
 
 def test_a_label_pairs_with_its_image_under_the_names_datasets_give_them(tmp_path):
-    for label_stem, image_name in [("a", "a.jpg"), ("bonn_000001_000019_gtFine_labelIds", "bonn_000001_000019_leftImg8bit.png"),
+    for label_stem, image_name in [("a", "a.jpg"),
+                                   ("bonn_000001_000019_gtFine_labelIds", "bonn_000001_000019_leftImg8bit.png"),
                                    ("bonn_000002_000019_gtCoarse_labelTrainIds", "bonn_000002_000019_leftImg8bit.png"),
                                    ("ISIC_0000000_segmentation", "ISIC_0000000.jpg"), ("car_01_mask", "car_01.jpg"),
                                    ("b_label", "b.png")]:

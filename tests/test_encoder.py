@@ -11,7 +11,8 @@ EXAMPLES = sorted((__import__("pathlib").Path(__file__).parent.parent / "example
 @pytest.mark.parametrize("name", list(ENCODERS))
 def test_feature_maps_have_the_strides_and_channels_the_model_expects(name):
     maps = ImageEncoder(name).eval()(torch.rand(2, 3, 64, 96))
-    assert [tuple(f.shape) for f in maps] == [(2, c, 64 // s, 96 // s) for c, s in zip(feature_channels(name), (8, 16, 32))]
+    assert [tuple(f.shape) for f in maps] == [(2, c, 64 // s, 96 // s)
+                                              for c, s in zip(feature_channels(name), (8, 16, 32))]
 
 
 def test_same_padding_pads_one_more_pixel_after_than_before_a_stride_2_kernel():

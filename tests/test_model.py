@@ -46,7 +46,8 @@ def test_every_preset_forward_backward(name):
 
 def test_paper_preset_has_paper_sizes():
     cfg = preset("paper", 21)
-    assert (cfg.enc_depth, cfg.dec_depth, cfg.enc_dim, cfg.dec_dim, cfg.patch_size, cfg.input_size) == (8, 6, 1440, 720, 16, 224)
+    assert (cfg.enc_depth, cfg.dec_depth, cfg.enc_dim, cfg.dec_dim, cfg.patch_size,
+            cfg.input_size) == (8, 6, 1440, 720, 16, 224)
 
 
 def test_untrained_model_equals_nearest_fill():

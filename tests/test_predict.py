@@ -44,7 +44,6 @@ def reference_finish(correction, label, hidden, allowed):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_finish_with_the_classes_in_play_equals_the_full_softmax(seed):
-    rng = np.random.default_rng(seed)
     H, W, K = 60, 80, 9
     label = np.zeros((H, W), np.int64)
     label[10:40, 20:60] = 3
@@ -107,11 +106,16 @@ def test_shrink_sparse_equals_shrinking_the_assembled_map():
     assert torch.allclose(guide.filter_small(guide.shrink(maps)), guide.filter(maps))
 
 
-def test_precision_choice():
+def test_precision_choice(monkeypatch):
+    import labelfix.device as device
+
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32"
     assert resolve_precision("bf16", cpu) == "bf16"
-    assert resolve_precision("auto", cpu) in ("fp32", "bf16")
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
+        assert resolve_precision("auto", cpu) == expected
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
     with pytest.raises(UsageError, match="--precision"):
         resolve_precision("fp8", cpu)
 

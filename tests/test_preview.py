@@ -1,5 +1,4 @@
 import numpy as np
-from PIL import Image
 
 from labelfix.classes import ClassSet
 from labelfix.preview import THUMB, overlay, shrink_any, thumbnail_shape

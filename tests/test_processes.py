@@ -68,7 +68,8 @@ def test_processes_within_a_shard_write_that_shard_s_report(job, bank, tmp_path)
 
 def test_a_child_s_error_reaches_the_parent_as_one_line(job, tmp_path):
     labels, images = job
-    s = RepairSettings(labels=labels, images=images, out=tmp_path / "out", bank=str(tmp_path / "no-bank"), device="cpu", classes="bank")
+    s = RepairSettings(labels=labels, images=images, out=tmp_path / "out", bank=str(tmp_path / "no-bank"), device="cpu",
+                       classes="bank")
     with pytest.raises(LabelfixError, match="no-bank"):
         repair_in_processes(s, 2, threads=1, progress=lambda e: None)
 

@@ -51,6 +51,7 @@ def test_bounded_search_matches_the_full_search_within_the_bound():
     full = nearest_seed(known)
     bounded = nearest_seed(known, max_distance=true_reach + 2)
     ys, xs = torch.meshgrid(torch.arange(120), torch.arange(160), indexing="ij")
-    d = lambda s: (s[..., 0] - ys) ** 2 + (s[..., 1] - xs) ** 2
+    def d(s):
+        return (s[..., 0] - ys) ** 2 + (s[..., 1] - xs) ** 2
     assert torch.equal(d(full), d(bounded))
     assert len(jump_steps(160, true_reach + 2)) < len(jump_steps(160))

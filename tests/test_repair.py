@@ -157,10 +157,22 @@ def test_objects_blind_repair_fills_in_background_are_counted_and_sent_to_review
 
 
 def test_replace_policy_stays_inside_removed_patches(job, bank):
+    from labelfix.bank import load_bank
+    from labelfix.predict import prepare
+
     labels, images = job
     res = run(labels, images, bank, policy="replace", ratio=0.3)
+    loaded, changed_pixels = load_bank(bank), 0
     for row in res.rows:
         assert row.patches_removed == round(0.3 * 64)
+        before = np.array(Image.open(labels / row.file)).astype(np.int64)
+        after = np.array(Image.open(res.out / row.file)).astype(np.int64)
+        image = np.array(Image.open(images / row.file.replace(".png", ".jpg")).convert("RGB"))
+        mi, _ = prepare(image, np.where(before == 255, -1, before), loaded, ratio=0.3, policy="replace")
+        changed = before != after
+        assert not (changed & ~mi.removed_full & (before != 255)).any()  # labelled pixels outside: kept
+        changed_pixels += int(changed.sum())
+    assert changed_pixels > 0
 
 
 def test_min_confidence_one_changes_nothing(job, any_bank):
@@ -482,7 +494,6 @@ def test_the_last_shard_joins_the_reports_and_draws_one_review_page(job, bank):
 
 def test_merging_keeps_each_file_s_newest_row_when_an_earlier_run_had_other_shards(job, bank):
     labels, images = job
-    out = labels.parent / "labels-repaired"
     for i in range(3):  # changing nothing: every row 'unchanged'
         run(labels, images, bank, shard=(i, 3), min_confidence=1.0)
     for i in range(2):  # again in two shards: the three parts of the first run are still there

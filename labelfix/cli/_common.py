@@ -8,6 +8,7 @@ import sys
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
 from ..errors import LabelfixError, UsageError
 
@@ -52,3 +53,34 @@ def handle_errors(fn):
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+class Command(TyperCommand):
+    """A command whose --help shows flags as they are typed (Typer labels each flag `<bool>` otherwise)."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class Group(TyperGroup):
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+def flag(default: bool, *names: str, help: str, panel: str | None = None):
+    """An option that takes no value."""
+    return typer.Option(default, *names, metavar="", help=help, show_default=False, rich_help_panel=panel)
+
+
+def parse_ints(texts: list[str], what: str) -> tuple[int, ...]:
+    """Values given as `--missing 0 --missing 255` or `--missing 0,255`."""
+    try:
+        return tuple(int(x) for text in texts for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"{what} {','.join(texts)!r}: expected whole numbers, e.g. 255 or 0,255") from None

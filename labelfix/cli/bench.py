@@ -10,26 +10,34 @@ from rich.table import Table
 
 from ..errors import UsageError
 from ..files import write_atomic
-from ._common import console, handle_errors, parse_floats, results
+from ._common import console, flag, handle_errors, parse_floats, results
 
 
 @handle_errors
 def bench(
-    data: Path = typer.Option(..., "--data", help="Dataset folder (VOC or generic layout)."),
-    bank: Optional[str] = typer.Option(None, "--bank", help="Bank folder or hf://ORG/REPO (default: the bundled VOC bank)."),
-    split: str = typer.Option("val", "--split"),
-    metric: str = typer.Option("pa-miou", "--metric", help="pa-miou, miou or all."),
-    ratios: Optional[str] = typer.Option(None, "--ratios", help="Mask ratios to test (default: the bank's)."),
-    strategy: str = typer.Option("background-first", "--strategy", help="background-first, random or label-first."),
-    device: str = typer.Option("auto", "--device"),
-    batch_size: int = typer.Option(8, "--batch-size"),
-    precision: str = typer.Option("auto", "--precision", help="Model precision: auto (bf16 on CUDA or a CPU with native bf16), fp32 or bf16."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N images of the split."),
-    skip: int = typer.Option(0, "--skip", help="Leave out the first N images of the split (the bundled bank was "
-                                               "calibrated on the first 64 VOC val labels: --skip 64 is held out)."),
-    no_speed: bool = typer.Option(False, "--no-speed", help="Skip the throughput measurement."),
-    json_file: Optional[Path] = typer.Option(None, "--json", help="Write every figure to this JSON file."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of PA-mIoU against mask ratio."),
+    data: Path = typer.Option(..., "--data", metavar="DIR", show_default=False,
+                              help="Dataset folder (VOC or generic layout)."),
+    bank: Optional[str] = typer.Option(None, "--bank", metavar="DIR|hf://ORG/REPO", show_default=False,
+                                       help="Model bank (default: the bundled VOC bank)."),
+    split: str = typer.Option("val", "--split", metavar="NAME"),
+    metric: str = typer.Option("pa-miou", "--metric", metavar="pa-miou|miou|all"),
+    ratios: Optional[str] = typer.Option(None, "--ratios", metavar="R[,R]", show_default=False,
+                                         help="Mask ratios to test (default: the bank's)."),
+    strategy: str = typer.Option("background-first", "--strategy", metavar="NAME",
+                                 help="background-first, random or label-first."),
+    limit: Optional[int] = typer.Option(None, "--limit", metavar="N", show_default=False,
+                                        help="Use only the first N images of the split."),
+    skip: int = typer.Option(0, "--skip", metavar="N",
+                             help="Leave out the first N images (the bundled bank calibrated on VOC val's first 64)."),
+    device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda", rich_help_panel="Model and speed"),
+    batch_size: int = typer.Option(8, "--batch-size", metavar="N", rich_help_panel="Model and speed"),
+    precision: str = typer.Option("auto", "--precision", metavar="auto|fp32|bf16", rich_help_panel="Model and speed",
+                                  help="auto: bf16 on CUDA or a CPU with native bf16."),
+    no_speed: bool = flag(False, "--no-speed", panel="Model and speed", help="Skip the throughput measurement."),
+    json_file: Optional[Path] = typer.Option(None, "--json", metavar="FILE", rich_help_panel="Output",
+                                             show_default=False, help="Write every figure to this JSON file."),
+    plot: Optional[Path] = typer.Option(None, "--plot", metavar="FILE", rich_help_panel="Output", show_default=False,
+                                        help="Write a PNG of PA-mIoU against mask ratio."),
 ):
     from ..bench import METRICS, BenchSettings  # torch: imported when a command runs, not for --help
     from ..bench import bench as run_bench
@@ -37,7 +45,8 @@ def bench(
     if metric not in METRICS:
         raise UsageError(f"--metric {metric}: choose one of {', '.join(METRICS)}")
     s = BenchSettings(data=data, bank=bank, split=split, ratios=parse_floats(ratios, "--ratios") if ratios else None,
-                      strategy=strategy, device=device, batch_size=batch_size, precision=precision, limit=limit, skip=skip,
+                      strategy=strategy, device=device, batch_size=batch_size, precision=precision, limit=limit,
+                      skip=skip,
                       speed=not no_speed)
     with console.status("benchmarking...") as status:
         def on_event(e):
@@ -64,8 +73,8 @@ def bench(
     results.print(table)
     if result.speed:
         sp = result.speed
-        console.print(f"speed on {sp['device']} ({sp['precision']}, batch {sp['batch_size']}): model {sp['model_images_per_s']} img/s, "
-                      f"whole repair path {sp['repair_images_per_s']} img/s")
+        console.print(f"speed on {sp['device']} ({sp['precision']}, batch {sp['batch_size']}): "
+                      f"model {sp['model_images_per_s']} img/s, whole repair path {sp['repair_images_per_s']} img/s")
     for n in result.notes:
         console.print(f"note: {n}")
     if json_file:

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..errors import UsageError
 from ..processes import shard_from_environment
-from ._common import console, handle_errors, printable
+from ._common import console, flag, handle_errors, parse_ints, printable
 
 
 def _shard(text: Optional[str]):
@@ -33,34 +33,67 @@ def _shard(text: Optional[str]):
 SHOW_FAILURES = 20  # failed files named one line each; the rest are counted
 
 
+INPUT, FILL, OUTPUT, SPEED, SHARDS = "Input", "What to fill", "Output", "Model and speed", "Shards"
+
+EXAMPLES = """Examples:
+
+  labelfix repair voc/SegmentationClass --images voc/JPEGImages --missing 255 --preview
+
+  labelfix repair labels --images images                      (blind: fill what looks missing)
+
+  labelfix repair labels --images images --bank my-bank --classes bank --out fixed"""
+
+
 @handle_errors
 def repair(
-    labels: Path = typer.Argument(..., metavar="LABELS", help="Folder of label PNGs (palette or index)."),
-    images: Path = typer.Option(None, "--images", help="Folder of the matching images (same file stems, "
-                                                       "or x.jpg for x_mask.png and Cityscapes' names; .jpg, .png, "
-                                                       ".webp, .tif, .bmp); may be LABELS itself. Default: where VOC, "
-                                                       "ADE20K, Cityscapes and images/ + labels/ layouts keep them."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: <LABELS>-repaired)."),
-    bank: Optional[str] = typer.Option(None, "--bank", help="Bank folder or hf://ORG/REPO (default: the bundled VOC bank)."),
-    missing: list[int] = typer.Option([], "--missing", help="A value that marks unlabelled pixels; fill exactly those. Repeatable."),
-    ratio: str = typer.Option("auto", "--ratio", help="Mask ratio, or auto (from each label's background fraction)."),
-    policy: str = typer.Option("fill", "--policy", help="fill: change only background/unlabelled pixels; replace: rewrite removed patches."),
-    erasures: bool = typer.Option(True, "--erasures/--no-erasures", help="Blind fill: read the outlines (where labels outline objects) for blocks erased to background (objects cut along straight edges), filled like --missing, and for objects relabelled to background (an outline with background on both sides), given back the class the bank's namer finds likeliest."),
-    classes: Optional[str] = typer.Option(None, "--classes", help="FILE: a classes.json naming the labels' classes (names, ignore_index, background_index), which must be the bank's; bank: the labels use the bank's class list. Default: a classes.json beside or above the labels, or palette labels in the bank's palette."),
-    min_confidence: float = typer.Option(0.0, "--min-confidence", help="Keep a pixel unchanged below this model probability."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Labels per model batch."),
-    workers: int = typer.Option(0, "--workers", help="Threads a process that decode, infer, finish and write (0: one per CPU core, at most 4)."),
-    processes: int = typer.Option(0, "--processes", help="Processes that each repair a share of the files (0: one per 4 CPU cores, with 128 files or more each)."),
-    precision: str = typer.Option("auto", "--precision", help="Model precision: auto (bf16 on CUDA or a CPU with native bf16), fp32 or bf16."),
-    recursive: bool = typer.Option(False, "--recursive", "-r", help="Repair the labels in LABELS' subfolders too (Cityscapes' cities): the images are looked for in the same subfolders of IMAGES, and the output mirrors the tree."),
-    preview: bool = typer.Option(False, "--preview", help="Write preview.html with before/after overlays."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Write only the report, no labels."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Redo files already in the output folder."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: repair a deterministic 1/N of the files; auto: this process's share under torchrun (the default there) or a Slurm job array. The last shard to finish joins the reports."),
-    merge: bool = typer.Option(False, "--merge-reports", help="Join the shard reports in the output folder, then exit."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the output folder."),
-    as_json: bool = typer.Option(False, "--json", help="Print the totals and rows as JSON."),
+    labels: Path = typer.Argument(..., metavar="LABELS", show_default=False,
+                                  help="Folder of label PNGs (palette or index)."),
+    images: Optional[Path] = typer.Option(
+        None, "--images", metavar="DIR", rich_help_panel=INPUT, show_default=False,
+        help="Folder of the matching images (same stems; may be LABELS). Default: where VOC, ADE20K, Cityscapes "
+             "and images/ + labels/ layouts keep them."),
+    recursive: bool = flag(False, "--recursive", "-r", panel=INPUT,
+                           help="Also repair LABELS' subfolders (Cityscapes' cities); the output mirrors the tree."),
+    classes: Optional[str] = typer.Option(
+        None, "--classes", metavar="FILE|bank", rich_help_panel=INPUT, show_default=False,
+        help="The labels' classes.json (it must be the bank's), or `bank`: the labels use the bank's classes. "
+             "Default: a classes.json beside or above LABELS, or palette labels in the bank's palette."),
+    missing: list[str] = typer.Option(
+        [], "--missing", metavar="V[,V]", rich_help_panel=FILL, show_default=False,
+        help="Pixel value(s) that mark unlabelled pixels: fill exactly those. Without it: blind fill."),
+    policy: str = typer.Option("fill", "--policy", metavar="fill|replace", rich_help_panel=FILL,
+                               help="fill: change only background/unlabelled pixels; replace: also rewrite what "
+                                    "the model removed."),
+    erasures: bool = typer.Option(
+        True, "--erasures/--no-erasures", metavar="", rich_help_panel=FILL, show_default=False,
+        help="Blind fill: look for blocks erased to background along straight edges (on by default)."),
+    ratio: str = typer.Option("auto", "--ratio", metavar="R|auto", rich_help_panel=FILL,
+                              help="The bank's mask ratio to use; auto: from each label's background fraction."),
+    min_confidence: float = typer.Option(0.0, "--min-confidence", metavar="P", rich_help_panel=FILL,
+                                         help="Leave a pixel unchanged where the model is less sure than P."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", rich_help_panel=OUTPUT, show_default=False,
+                                       help="Output folder (default: LABELS-repaired)."),
+    preview: bool = flag(False, "--preview", panel=OUTPUT, help="Write preview.html with before/after overlays."),
+    dry_run: bool = flag(False, "--dry-run", panel=OUTPUT, help="Print what would change; write nothing."),
+    overwrite: bool = flag(False, "--overwrite", panel=OUTPUT, help="Redo files already in the output folder."),
+    quiet: bool = flag(False, "--quiet", "-q", panel=OUTPUT, help="Print only the output folder."),
+    as_json: bool = flag(False, "--json", panel=OUTPUT, help="Print the totals and rows as JSON."),
+    bank: Optional[str] = typer.Option(None, "--bank", metavar="DIR|hf://ORG/REPO", rich_help_panel=SPEED,
+                                       show_default=False, help="Model bank (default: the bundled VOC bank)."),
+    device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda", rich_help_panel=SPEED, help="Device."),
+    precision: str = typer.Option("auto", "--precision", metavar="auto|fp32|bf16", rich_help_panel=SPEED,
+                                  help="auto: bf16 on CUDA or a CPU with native bf16."),
+    batch_size: int = typer.Option(8, "--batch-size", metavar="N", rich_help_panel=SPEED,
+                                   help="Labels decoded and finished together."),
+    workers: int = typer.Option(0, "--workers", metavar="N", rich_help_panel=SPEED,
+                                help="Threads per process (0: one per core, at most 4)."),
+    processes: int = typer.Option(0, "--processes", metavar="N", rich_help_panel=SPEED,
+                                  help="Processes (0: one per 4 cores, with 128 files or more each)."),
+    shard: Optional[str] = typer.Option(
+        None, "--shard", metavar="I/N|auto", rich_help_panel=SHARDS, show_default=False,
+        help="Repair a fixed 1/N of the files; auto: this rank's share under torchrun or a Slurm array. "
+             "The last shard to finish joins the reports."),
+    merge: bool = flag(False, "--merge-reports", panel=SHARDS, help="Join the shard reports in --out, then exit."),
 ):
     from ..repair import RepairSettings, merge_reports  # torch: imported when a command runs, not for --help
     from ..repair import repair as run_repair
@@ -70,14 +103,16 @@ def repair(
         path = merge_reports(target)
         print(path.parent if quiet else f"merged into {path}")
         return
-    settings = RepairSettings(labels=labels, images=images, out=out, bank=bank, missing=tuple(missing),
+    settings = RepairSettings(labels=labels, images=images, out=out, bank=bank,
+                              missing=parse_ints(missing, "--missing"),
                               ratio=None if ratio == "auto" else _float(ratio, "--ratio"), policy=policy,
                               min_confidence=min_confidence, device=device, batch_size=batch_size,
                               preview=preview, dry_run=dry_run, overwrite=overwrite, shard=_shard(shard),
                               workers=workers, processes=processes, precision=precision, find_erasures=erasures,
                               recursive=recursive, classes=classes)
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
-                   TimeRemainingColumn(), console=console, disable=quiet or as_json, transient=True)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[speed]}"), TimeRemainingColumn(), console=console,
+                   disable=quiet or as_json, transient=True)
     task = None
     failures = 0
     chatty = not (quiet or as_json)  # --json prints only the JSON
@@ -86,9 +121,11 @@ def repair(
         nonlocal task, failures
         if e["event"] == "start":
             processes = e.get("processes", 1)
-            task = bar.add_task("repairing" + (f" ({processes} processes)" if processes > 1 else ""), total=e["todo"], speed="")
+            label = "repairing" + (f" ({processes} processes)" if processes > 1 else "")
+            task = bar.add_task(label, total=e["todo"], speed="")
             if images is None and chatty:
-                console.print(f"images: {e['images']}  (found where the layout keeps them; --images chooses)", markup=False)
+                console.print(f"images: {e['images']}  (found where the layout keeps them; --images chooses)",
+                              markup=False)
             if e.get("companions") and chatty:
                 console.print(f"left out {e['companions']} files beside the labels that are not label maps "
                               "(classes.json, READMEs, lists, Cityscapes colour, instance and polygon files)")
@@ -123,7 +160,8 @@ def repair(
                       f"{t['failed']} failed, {t['needs_review']} need review; {t['pixels_changed']} pixels changed; "
                       f"{t['images_per_s']} img/s" + ("; a dry run: nothing written" if dry_run else ""))
         if not dry_run:
-            console.print(f"output: {printable(str(result.out))}  ({_written(result, settings, preview)})", markup=False)
+            written = _written(result, settings, preview)
+            console.print(f"output: {printable(str(result.out))}  ({written})", markup=False)
     if result.failed:
         raise typer.Exit(1)
 

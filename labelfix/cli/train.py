@@ -6,45 +6,67 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ._common import console, handle_errors, parse_floats
+from ._common import console, flag, handle_errors, parse_floats
+
+
+DATA, MODEL, SCHEDULE, RUN = "Data", "Model", "Schedule", "Run"
+
+EXAMPLES = """Examples:
+
+  labelfix train --data voc2012 --out my-bank --budget-minutes 60
+
+  labelfix train --data my-dataset --init my-bank --out my-bank-2 --epochs 10      (fine-tune a bank)"""
 
 
 @handle_errors
 def train(
-    data: Path = typer.Option(..., "--data", help="Dataset folder: VOC layout, or images/ + labels/ + splits/ + classes.json."),
-    ratios: str = typer.Option("0.3,0.5,0.7", "--ratios", help="Mask ratios of the bank, one model each."),
-    out: Path = typer.Option(Path("bank"), "--out", help="Bank folder to write."),
-    preset: str = typer.Option("small", "--preset", help="Model size: tiny, small, medium, base or paper."),
-    epochs: int = typer.Option(30, "--epochs", help="Epochs of the base model (mask ratios mixed)."),
-    finetune_epochs: int = typer.Option(3, "--finetune-epochs", help="Epochs of each ratio's fine-tune (0: copy the base)."),
-    batch_size: int = typer.Option(16, "--batch-size"),
-    input_size: Optional[int] = typer.Option(None, "--input-size", help="Model input side (default: the preset's)."),
-    patch_size: Optional[int] = typer.Option(None, "--patch-size", help="Patch side (default: the preset's)."),
-    lr: float = typer.Option(5e-4, "--lr", help="Adam learning rate of the base model."),
-    damage_mix: str = typer.Option("0.4,0.3,0.15,0.15", "--damage-mix",
+    data: Path = typer.Option(..., "--data", metavar="DIR", rich_help_panel=DATA, show_default=False,
+                              help="Dataset folder: VOC layout, or images/ + labels/ + splits/ + classes.json."),
+    out: Path = typer.Option(Path("bank"), "--out", metavar="DIR", rich_help_panel=DATA, help="Bank folder to write."),
+    views: int = typer.Option(8, "--views", metavar="V", rich_help_panel=DATA,
+                              help="Fixed training crops per image (their encoder features are cached)."),
+    min_crop: float = typer.Option(0.35, "--min-crop", metavar="F", rich_help_panel=DATA,
+                                   help="Smallest share of an image's area a training crop keeps."),
+    damage_mix: str = typer.Option("0.4,0.3,0.15,0.15", "--damage-mix", metavar="P,M,B,O", rich_help_panel=DATA,
                                    help="Shares of the training damage: paper masks, missing blocks, blind blocks, "
                                         "blind objects."),
-    min_crop: float = typer.Option(0.35, "--min-crop", help="Smallest share of an image's area a training crop keeps."),
-    views: int = typer.Option(8, "--views", help="Fixed training crops per image, whose image-encoder features are "
-                                                 "computed once and cached."),
+    ratios: str = typer.Option("0.3,0.5,0.7", "--ratios", metavar="R[,R]", rich_help_panel=MODEL,
+                               help="Mask ratios of the bank, one model each."),
+    preset: str = typer.Option("small", "--preset", metavar="NAME", rich_help_panel=MODEL,
+                               help="tiny, small, medium, base, or paper (raw RGB, no image encoder)."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", metavar="PX", rich_help_panel=MODEL,
+                                             show_default=False, help="Model input side (default: the preset's)."),
+    patch_size: Optional[int] = typer.Option(None, "--patch-size", metavar="PX", rich_help_panel=MODEL,
+                                             show_default=False, help="Patch side (default: the preset's)."),
     encoder_weights: Optional[Path] = typer.Option(
-        None, "--encoder-weights", help="The image encoder's weights (scripts/convert_encoder.py makes them); "
-                                        "default: the --init bank's, else the bundled bank's."),
-    loss_on: str = typer.Option("removed", "--loss-on", help="removed: unknown pixels only; all: every labelled pixel."),
-    val_every: int = typer.Option(5, "--val-every", help="Epochs between validations (PA-mIoU, mIoU)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast)."),
-    seed: int = typer.Option(0, "--seed"),
-    workers: int = typer.Option(0, "--workers", help="Data loader processes."),
-    init: Optional[str] = typer.Option(None, "--init", help="Start from this bank's weights (same classes), "
-                                       "e.g. the bundled one, to fine-tune it on your data."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
-    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop cleanly after this long (resumable)."),
+        None, "--encoder-weights", metavar="FILE", rich_help_panel=MODEL, show_default=False,
+        help="Image-encoder weights (scripts/convert_encoder.py); default: the --init bank's, else the bundled one."),
+    init: Optional[str] = typer.Option(None, "--init", metavar="BANK", rich_help_panel=MODEL, show_default=False,
+                                       help="Start from this bank's weights (same classes) to fine-tune it."),
+    epochs: int = typer.Option(30, "--epochs", metavar="N", rich_help_panel=SCHEDULE,
+                               help="Epochs of the base model (mask ratios mixed)."),
+    finetune_epochs: int = typer.Option(3, "--finetune-epochs", metavar="N", rich_help_panel=SCHEDULE,
+                                        help="Epochs of each ratio's fine-tune (0: copy the base)."),
     budget_minutes: Optional[float] = typer.Option(
-        None, "--budget-minutes", help="Fit the schedule to this much training time: the base model gets 80%, the "
-                                       "fine-tunes 20%; --epochs and --finetune-epochs become upper bounds."),
-    calibrate_images: int = typer.Option(64, "--calibrate-images",
+        None, "--budget-minutes", metavar="MIN", rich_help_panel=SCHEDULE, show_default=False,
+        help="Fit the schedule to this much time (80% base, 20% fine-tunes); epochs become upper bounds."),
+    batch_size: int = typer.Option(16, "--batch-size", metavar="N", rich_help_panel=SCHEDULE),
+    lr: float = typer.Option(5e-4, "--lr", metavar="LR", rich_help_panel=SCHEDULE,
+                             help="Adam learning rate of the base model."),
+    loss_on: str = typer.Option("removed", "--loss-on", metavar="removed|all", rich_help_panel=SCHEDULE,
+                                help="removed: unknown pixels only; all: every labelled pixel."),
+    val_every: int = typer.Option(5, "--val-every", metavar="N", rich_help_panel=SCHEDULE,
+                                  help="Epochs between validations."),
+    calibrate_images: int = typer.Option(64, "--calibrate-images", metavar="N", rich_help_panel=SCHEDULE,
                                          help="Val labels that calibrate the repair modes after training (0: skip)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the bank folder."),
+    seed: int = typer.Option(0, "--seed", metavar="N", rich_help_panel=SCHEDULE),
+    device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda", rich_help_panel=RUN,
+                               help="Device (bf16 autocast on CUDA)."),
+    workers: int = typer.Option(0, "--workers", metavar="N", rich_help_panel=RUN, help="Data loader processes."),
+    resume: bool = flag(False, "--resume", panel=RUN, help="Continue an interrupted run in --out."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", metavar="MIN", rich_help_panel=RUN,
+                                                show_default=False, help="Stop cleanly after this long (resumable)."),
+    quiet: bool = flag(False, "--quiet", "-q", panel=RUN, help="Print only the bank folder."),
 ):
     from ..train import TrainSettings, train_bank  # torch: imported when a command runs, not for --help
 
@@ -67,7 +89,8 @@ def train(
         elif e["event"] == "step":
             key = (e["stage"], e["epoch"])
             if key not in tasks:
-                tasks[key] = bar.add_task(f"{e['stage']} epoch {e['epoch']}/{e['epochs']}", total=e["steps"], info="")
+                label = f"{e['stage']} epoch {e['epoch']}/{e['epochs']}"
+                tasks[key] = bar.add_task(label, total=e["steps"], info="")
             bar.update(tasks[key], completed=e["step"], info=f"loss {e['loss']:.4f}  {e['images_per_s']:.1f} img/s")
         elif e["event"] == "features" and not quiet:
             console.print(f"image-encoder features of {e['images']} images x {e['views']} views "
@@ -102,8 +125,9 @@ def train(
                           f"{scores or 'not measured'}; applied in: {', '.join(e['modes']) or 'no mode'}")
         elif e["event"] == "epoch" and "val" in e and not quiet:
             for v in e["val"]:
-                console.print(f"  {e['stage']} epoch {e['epoch']}: ratio {v['ratio']:.2f}  PA-mIoU {v['pa_miou']:.1f}  "
-                              f"mIoU {v['miou']:.1f}  (nearest-label fill PA-mIoU {v['nearest_pa_miou']:.1f})")
+                console.print(f"  {e['stage']} epoch {e['epoch']}: ratio {v['ratio']:.2f}  "
+                              f"PA-mIoU {v['pa_miou']:.1f}  mIoU {v['miou']:.1f}  "
+                              f"(nearest-label fill PA-mIoU {v['nearest_pa_miou']:.1f})")
 
     with bar:
         result = train_bank(settings, on_event)
