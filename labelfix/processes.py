@@ -61,12 +61,14 @@ def auto_processes(todo: int, threads_per_process: int, cores: int | None = None
     return max(1, min(cores // threads_per_process, todo // MIN_FILES_PER_PROCESS))
 
 
-def repair_in_processes(s: RepairSettings, n: int, threads: int, progress: Callable[[dict], None]) -> list[Path]:
-    """Repair the files of `s` in n child processes of `threads` pipeline threads each; return their
-    report parts. Per-file events reach `progress` as the children send them."""
+def repair_in_processes(s: RepairSettings, n: int, threads: int, progress: Callable[[dict], None],
+                        work: Callable) -> list[Path]:
+    """Repair the files of `s` in n child processes of `threads` pipeline threads each, each running
+    `work(settings, progress)` (a module-level function: it travels to the children by name) on its
+    shard; return their report parts. Per-file events reach `progress` as the children send them."""
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
-    children = [ctx.Process(target=_child, args=(replace(s, shard=shard, workers=threads), events),
+    children = [ctx.Process(target=_child, args=(replace(s, shard=shard, workers=threads), events, work),
                             daemon=True)
                 for shard in sub_shards(s.shard, n)]
     for c in children:
@@ -96,15 +98,13 @@ def repair_in_processes(s: RepairSettings, n: int, threads: int, progress: Calla
     return parts
 
 
-def _child(s: RepairSettings, events) -> None:
-    from .repair import repair_part
-
+def _child(s: RepairSettings, events, work: Callable) -> None:
     # Ctrl-C reaches the whole process group: the parent alone answers it (and ends the children), so
     # the user sees one line, not a traceback from every child
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     try:
-        result = repair_part(s, lambda e: events.put(e) if e["event"] == "file" else None)
+        result = work(s, lambda e: events.put(e) if e["event"] == "file" else None)
     except Exception as e:  # the parent says it in one line, like any error of its own
         events.put({"event": "error",
                     "message": str(e) if isinstance(e, LabelfixError) else f"{type(e).__name__}: {e}"})

@@ -539,7 +539,7 @@ def _run(s: RepairSettings, bank: Bank, device, out: Path, files: list[Path], pr
     try:
         if processes > 1:
             threads_each = s.workers or max(1, min(MAX_AUTO_WORKERS, cores // processes))
-            parts = repair_in_processes(s, processes, threads_each, progress)
+            parts = repair_in_processes(s, processes, threads_each, progress, work=repair_part)
             rows = [row for part in parts for row in _report_rows(json.loads(part.read_text()))]
             for part in parts:  # joined below into this run's report
                 part.unlink()

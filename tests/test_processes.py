@@ -5,7 +5,7 @@ from conftest import run, tree_digest
 
 from labelfix.errors import LabelfixError
 from labelfix.processes import auto_processes, repair_in_processes, shard_from_environment, sub_shards
-from labelfix.repair import RepairSettings, shard_of
+from labelfix.repair import RepairSettings, repair_part, shard_of
 
 NAMES = [f"{i:05d}.png" for i in range(400)]
 
@@ -71,7 +71,7 @@ def test_a_child_s_error_reaches_the_parent_as_one_line(job, tmp_path):
     s = RepairSettings(labels=labels, images=images, out=tmp_path / "out", bank=str(tmp_path / "no-bank"), device="cpu",
                        classes="bank")
     with pytest.raises(LabelfixError, match="no-bank"):
-        repair_in_processes(s, 2, threads=1, progress=lambda e: None)
+        repair_in_processes(s, 2, threads=1, progress=lambda e: None, work=repair_part)
 
 
 def test_the_command_picks_processes_and_the_library_keeps_one(monkeypatch, tmp_path):
@@ -110,7 +110,7 @@ def test_a_child_that_dies_ends_the_run_with_one_line(job, bank, tmp_path):
 
     def run_parent():
         try:
-            repair_in_processes(s, 2, threads=1, progress=lambda e: None)
+            repair_in_processes(s, 2, threads=1, progress=lambda e: None, work=repair_part)
         except LabelfixError as e:
             raised.append(str(e))
 
