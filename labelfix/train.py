@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
-from .bank import (DEFAULT_BANK, load_bank, load_encoder, ratio_key, save_weights, sha256,
+from .bank import (DEFAULT_BANK, Bank, load_bank, load_encoder, ratio_key, save_weights, sha256,
                    update_manifest, write_manifest)
 from .classes import ClassSet
 from .config import LMAEConfig, preset
@@ -403,8 +403,83 @@ def _band_samples(bank, pairs, device, seed: int, batch: int) -> tuple[torch.Ten
     return torch.cat(x), torch.cat(truth)
 
 
-def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None) -> TrainResult:
-    progress = progress or (lambda e: None)
+# -- train_bank and its pieces -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Process:
+    """This process's place in the run: its device, and its rank among `world` (one without torchrun)."""
+    device: torch.device
+    rank: int
+    world: int
+    distributed: bool
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that writes the bank and reports progress."""
+        return self.rank == 0
+
+
+@dataclass
+class _Data:
+    """The datasets, model config and image encoder a run trains with."""
+    classes: ClassSet
+    cfg: LMAEConfig
+    init_bank: Bank | None  # --init's
+    train_pairs: list
+    val_pairs: list
+    train_set: TrainSamples
+    val_set: TrainSamples
+    weights: torch.Tensor
+    encoder_entry: dict | None
+
+
+@dataclass
+class _Run:
+    """The state the pieces of one training run share."""
+    s: TrainSettings
+    proc: _Process
+    data: _Data
+    progress: Callable[[dict], None]
+    out: Path
+    stages: list[str]
+    model: LMAE
+    ddp_model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.ReduceLROnPlateau
+    info: dict
+    sampler: EpochTaggedSampler
+    loader: torch.utils.data.DataLoader
+    gen: torch.Generator
+    t_start: float
+    final_val: dict = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the resumable training state is kept."""
+        return self.out / "train-state"
+
+    def log(self, row: dict) -> None:
+        """Append `row` to metrics.jsonl and report it (rank 0 only)."""
+        if self.proc.main:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            self.progress(row)
+
+    def out_of_time(self) -> bool:
+        """Whether --max-minutes is spent."""
+        return self.s.max_minutes is not None and (time.time() - self.t_start) > self.s.max_minutes * 60
+
+    def stage_seconds(self, stage: str) -> float:
+        """A stage's share of --budget-minutes: fine-tunes FINETUNE_SHARE of it together, the base the rest."""
+        if self.s.budget_minutes is None:
+            return float("inf")
+        tunes = len(self.stages) - 1
+        share = (FINETUNE_SHARE / tunes if stage != "base" else 1 - FINETUNE_SHARE) if tunes else 1.0
+        return self.s.budget_minutes * 60 * share
+
+
+def _setup_process(s: TrainSettings) -> _Process:
+    """Pick the device and, under torchrun, join the process group (nccl on CUDA, gloo on CPU)."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = pick_device(s.device)
     if distributed:
@@ -416,13 +491,21 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
             torch.cuda.set_device(device)
     else:
         rank, world = 0, 1
-    main = rank == 0
+    return _Process(device, rank, world, distributed)
+
+
+def _check_settings(s: TrainSettings) -> None:
+    """Refuse ratios, damage shares and crop settings that make no sense, as usage errors."""
     if not s.ratios or any(not 0.0 < r < 1.0 for r in s.ratios):
         raise UsageError(f"--ratios {s.ratios}: each ratio must be between 0 and 1")
     if sum(s.damage_mix) <= 0 or len(s.damage_mix) != len(DAMAGE_KINDS) or min(s.damage_mix) < 0:
         raise UsageError(f"--damage-mix needs {len(DAMAGE_KINDS)} non-negative shares ({', '.join(DAMAGE_KINDS)})")
     if not 0.0 < s.min_crop <= 1.0 or s.views < 1:
         raise UsageError(f"--min-crop {s.min_crop} must be in (0, 1] and --views {s.views} at least 1")
+
+
+def _prepare_data(s: TrainSettings, proc: _Process, out: Path, progress: Callable[[dict], None]) -> _Data:
+    """Open the dataset, choose the model config, start the bank folder and cache the encoder's features."""
     ds = open_dataset(s.data)
     classes = ds.classes
     init_bank = _init_bank(s, classes)
@@ -436,203 +519,243 @@ def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None)
     train_set = TrainSamples(train_pairs, classes, cfg.input_size, augment=True, seed=s.seed,
                              min_crop=s.min_crop, views=s.views if cfg.encoder != "none" else 0)
     val_set = TrainSamples(val_pairs, classes, cfg.input_size, augment=False)
-    weights = class_weights(class_shares(train_set, cfg.num_classes)).to(device)
+    weights = class_weights(class_shares(train_set, cfg.num_classes)).to(proc.device)
 
-    out = Path(s.out)
-    state_dir = out / "train-state"
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # every rank: each writes the encoder's weights next (atomically)
+    if proc.main:
         write_atomic(out / "train-settings.json", json.dumps(asdict(s), default=str, indent=2).encode())
     encoder_entry = _bank_encoder(s, cfg, init_bank, out)
     if encoder_entry:
-        encoder = load_encoder(out / encoder_entry["file"], cfg.encoder, device)
+        encoder = load_encoder(out / encoder_entry["file"], cfg.encoder, proc.device)
         for samples in (train_set, val_set):
             progress({"event": "features", "images": len(samples), "views": samples.view_count()})
             attach(samples, encoder, encoder_entry["sha256"], cfg.encoder_size,
                    progress=lambda done, total: progress({"event": "features-step", "done": done, "total": total}))
         del encoder
-    stages = ["base"] + [f"finetune-{ratio_key(r)}" for r in s.ratios if s.finetune_epochs > 0]
+    return _Data(classes, cfg, init_bank, train_pairs, val_pairs, train_set, val_set, weights, encoder_entry)
 
-    model = LMAE(cfg).to(device)
-    if init_bank:
-        # the base starts from the init bank's middle-ratio model
-        _load_init(model, init_bank, init_bank.ratios[len(init_bank.ratios) // 2], weights)
-    model.logit_bias.copy_(-torch.log(weights))
-    info = {"stage": 0, "epoch": 0, "files": {}, "elapsed": 0.0}
-    opt = torch.optim.Adam(model.parameters(), lr=s.lr, betas=(0.9, 0.999), weight_decay=s.weight_decay)
+
+def _optimiser(model: LMAE, lr: float, weight_decay: float):
+    """Adam and its ReduceLROnPlateau schedule, as in the paper."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=5, threshold=1e-3, factor=0.8)
+    return opt, sched
+
+
+def _start_run(s: TrainSettings, proc: _Process, data: _Data, out: Path, progress: Callable[[dict], None]) -> _Run:
+    """Build the model, optimiser and loader (or resume them from the saved state) and report the start."""
+    stages = ["base"] + [f"finetune-{ratio_key(r)}" for r in s.ratios if s.finetune_epochs > 0]
+    state_dir = out / "train-state"
+    model = LMAE(data.cfg).to(proc.device)
+    if data.init_bank:
+        # the base starts from the init bank's middle-ratio model
+        _load_init(model, data.init_bank, data.init_bank.ratios[len(data.init_bank.ratios) // 2], data.weights)
+    model.logit_bias.copy_(-torch.log(data.weights))
+    info = {"stage": 0, "epoch": 0, "files": {}, "elapsed": 0.0}
+    opt, sched = _optimiser(model, s.lr, s.weight_decay)
     if s.resume:
         if not (state_dir / "state.json").exists():
             raise UsageError(f"--resume: no saved training state in {state_dir}")
         info = _load_state(state_dir, model, opt, sched)
-    elif main and (out / "manifest.json").exists():
+    elif proc.main and (out / "manifest.json").exists():
         raise UsageError(f"{out}: already holds a bank; choose another --out, or --resume an interrupted run")
-    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if proc.distributed else model
 
-    inner = torch.utils.data.distributed.DistributedSampler(train_set, world, rank, shuffle=True, seed=s.seed) \
-        if distributed else torch.utils.data.RandomSampler(train_set, generator=torch.Generator().manual_seed(s.seed))
+    train_set = data.train_set
+    if proc.distributed:
+        inner = torch.utils.data.distributed.DistributedSampler(train_set, proc.world, proc.rank, shuffle=True,
+                                                                seed=s.seed)
+    else:
+        inner = torch.utils.data.RandomSampler(train_set, generator=torch.Generator().manual_seed(s.seed))
     sampler = EpochTaggedSampler(inner)
     # persistent workers: a GPU epoch of ~1k images lasts about a second, less than starting the workers
     loader = torch.utils.data.DataLoader(train_set, batch_size=s.batch_size, sampler=sampler, num_workers=s.workers,
                                          drop_last=len(train_set) >= s.batch_size, persistent_workers=s.workers > 0,
-                                         pin_memory=device.type == "cuda")
-    gen = torch.Generator().manual_seed(s.seed * 1000 + rank)
-    metrics_file = out / "metrics.jsonl"
+                                         pin_memory=proc.device.type == "cuda")
+    gen = torch.Generator().manual_seed(s.seed * 1000 + proc.rank)
     t_start = time.time() - info.get("elapsed", 0.0)
-    if main:
-        progress({"event": "start", "params": count_parameters(model), "config": cfg.to_dict(),
-                  "train_images": len(train_set), "device": str(device), "world": world, "stages": stages})
+    if proc.main:
+        progress({"event": "start", "params": count_parameters(model), "config": data.cfg.to_dict(),
+                  "train_images": len(train_set), "device": str(proc.device), "world": proc.world, "stages": stages})
+    return _Run(s, proc, data, progress, out, stages, model, ddp_model, opt, sched, info, sampler, loader, gen,
+                t_start)
 
-    def log(row: dict):
-        if main:
-            with open(metrics_file, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            progress(row)
 
-    def out_of_time() -> bool:
-        return s.max_minutes is not None and (time.time() - t_start) > s.max_minutes * 60
+def _run_epoch(run: _Run, stage: str, epochs: int, stage_ratios: list[float]) -> dict:
+    """Train one epoch of `stage`, step the schedule and count it in the state; its metrics row."""
+    s, info, device, data = run.s, run.info, run.proc.device, run.data
+    base = stage == "base"
+    lo, hi = min(stage_ratios) - 0.1, max(stage_ratios) + 0.1
+    epoch = info["epoch"]
+    if device.type == "cpu":
+        fit_threads_to_load()
+    run.sampler.set_epoch(epoch + 1000 * info["stage"])
+    run.model.train()
+    tot, n, t0 = 0.0, 0, time.time()
+    steps = len(run.loader)
+    for step, (image, label, *features) in enumerate(run.loader):
+        ratio = (lo + (hi - lo) * torch.rand(1, generator=run.gen).item()) if base else stage_ratios[0]
+        ratio = min(max(ratio, 0.05), 0.95)
+        image, label = image.to(device), label.to(device)
+        features = [f.to(device).float() for f in features] or None
+        label_in, removed, editable, target = make_training_batch(label, ratio, data.cfg, data.classes,
+                                                                  s.damage_mix, run.gen)
+        if s.loss_on == "all":
+            target = label
+        with autocast(device):
+            logits = run.ddp_model(image, label_in, removed, editable, features=features)
+        loss = weighted_cross_entropy(logits, target, data.weights)
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+        run.opt.step()
+        tot += loss.item() * len(image)
+        n += len(image)
+        if run.proc.main:
+            run.progress({"event": "step", "stage": stage, "epoch": epoch + 1, "epochs": epochs, "step": step + 1,
+                          "steps": steps, "loss": tot / n, "images_per_s": n * run.proc.world / (time.time() - t0)})
+    train_loss = tot / max(n, 1)
+    run.sched.step(train_loss)
+    info["epoch"] = epoch + 1
+    info["elapsed"] = time.time() - run.t_start
+    return {"event": "epoch", "stage": stage, "epoch": epoch + 1, "loss": train_loss,
+            "lr": run.opt.param_groups[0]["lr"], "seconds": time.time() - t0,
+            "images_per_s": n * run.proc.world / (time.time() - t0)}
 
-    def stage_seconds(stage: str) -> float:
-        """A stage's share of --budget-minutes: fine-tunes FINETUNE_SHARE of it together, the base the rest."""
-        if s.budget_minutes is None:
-            return float("inf")
-        tunes = len(stages) - 1
-        share = (FINETUNE_SHARE / tunes if stage != "base" else 1 - FINETUNE_SHARE) if tunes else 1.0
-        return s.budget_minutes * 60 * share
 
-    finished = True
-    final_val = {}
-    while info["stage"] < len(stages):
-        stage = stages[info["stage"]]
-        base = stage == "base"
-        epochs = s.epochs if base else s.finetune_epochs
-        stage_ratios = list(s.ratios) if base else [float(stage.split("-")[1])]
-        lo, hi = min(stage_ratios) - 0.1, max(stage_ratios) + 0.1
-        stage_t0 = last_save = time.time()  # a resumed stage gets its whole share of the budget again
-        while info["epoch"] < epochs:
-            epoch = info["epoch"]
-            if device.type == "cpu":
-                fit_threads_to_load()
-            sampler.set_epoch(epoch + 1000 * info["stage"])
-            model.train()
-            tot, n, t0 = 0.0, 0, time.time()
-            steps = len(loader)
-            for step, (image, label, *features) in enumerate(loader):
-                ratio = (lo + (hi - lo) * torch.rand(1, generator=gen).item()) if base else stage_ratios[0]
-                ratio = min(max(ratio, 0.05), 0.95)
-                image, label = image.to(device), label.to(device)
-                features = [f.to(device).float() for f in features] or None
-                label_in, removed, editable, target = make_training_batch(label, ratio, cfg, classes, s.damage_mix, gen)
-                if s.loss_on == "all":
-                    target = label
-                with autocast(device):
-                    logits = ddp_model(image, label_in, removed, editable, features=features)
-                loss = weighted_cross_entropy(logits, target, weights)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                tot += loss.item() * len(image)
-                n += len(image)
-                if main:
-                    progress({"event": "step", "stage": stage, "epoch": epoch + 1, "epochs": epochs, "step": step + 1,
-                              "steps": steps, "loss": tot / n, "images_per_s": n * world / (time.time() - t0)})
-            train_loss = tot / max(n, 1)
-            sched.step(train_loss)
-            info["epoch"] = epoch + 1
-            info["elapsed"] = time.time() - t_start
-            row = {"event": "epoch", "stage": stage, "epoch": epoch + 1, "loss": train_loss,
-                   "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0,
-                   "images_per_s": n * world / (time.time() - t0)}
-            budget_spent = time.time() - stage_t0 > stage_seconds(stage)
-            last = info["epoch"] == epochs or budget_spent
-            if main and (last or (s.val_every and info["epoch"] % s.val_every == 0)):
-                vals = [validate(model, val_set, r, classes, device, s.batch_size) for r in stage_ratios]
-                row["val"] = vals
-                final_val = {ratio_key(v["ratio"]): v for v in vals}
-            log(row)
-            stop = out_of_time() and not (last and info["stage"] == len(stages) - 1)
-            if distributed:  # rank 0's clock decides for all, or the ranks could part ways
-                flags = torch.tensor([stop, budget_spent], dtype=torch.int32, device=device)
-                dist.broadcast(flags, 0)
-                stop, budget_spent = bool(flags[0]), bool(flags[1])
-            # the state is saved when stopping and at most every SAVE_EVERY_S (a GPU epoch takes seconds);
-            # a finished stage is saved below
-            if main and (stop or (time.time() - last_save > SAVE_EVERY_S and not last)):
-                _save_state(state_dir, model, opt, sched, info)
-                last_save = time.time()
-            if distributed:
-                dist.barrier()
-            if stop:
-                finished = False
-                break
-            if budget_spent:
-                break
-        if not finished:
-            break
-        # stage done: write its weights, then set up the next stage
-        info.setdefault("epochs_run", {})[stage] = info["epoch"]
-        if main:
-            if base:
-                save_weights(model, out / "base.safetensors")
-                if s.finetune_epochs == 0:
-                    for r in s.ratios:
-                        name = f"ratio-{ratio_key(r)}.safetensors"
-                        info["files"][ratio_key(r)] = {"file": name,
-                                                       "sha256": save_weights(model, out / name, half=True)}
-            else:
-                r = stage.split("-")[1]
-                name = f"ratio-{r}.safetensors"
-                info["files"][r] = {"file": name, "sha256": save_weights(model, out / name, half=True)}
-        if distributed:
-            dist.barrier()  # the other ranks read base.safetensors next
-        info["stage"] += 1
-        info["epoch"] = 0
-        if info["stage"] < len(stages):
-            # every fine-tune starts from the base weights (or the init bank's model of its ratio), with a
-            # fresh optimiser at the fine-tune rate
-            next_ratio = float(stages[info["stage"]].split("-")[1])
-            if init_bank and next_ratio in init_bank.ratios:
-                _load_init(model, init_bank, next_ratio, weights)
-            else:
-                model.load_state_dict(load_file(str(out / "base.safetensors")))
-            opt = torch.optim.Adam(model.parameters(), lr=s.finetune_lr, betas=(0.9, 0.999),
-                                   weight_decay=s.weight_decay)
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=5, threshold=1e-3, factor=0.8)
-        if main:
-            _save_state(state_dir, model, opt, sched, info)
-        if distributed:
+def _train_stage(run: _Run) -> bool:
+    """Train the current stage's remaining epochs; False when stopped for --max-minutes (the state saved)."""
+    s, info, proc = run.s, run.info, run.proc
+    stage = run.stages[info["stage"]]
+    base = stage == "base"
+    epochs = s.epochs if base else s.finetune_epochs
+    stage_ratios = list(s.ratios) if base else [float(stage.split("-")[1])]
+    stage_t0 = last_save = time.time()  # a resumed stage gets its whole share of the budget again
+    while info["epoch"] < epochs:
+        row = _run_epoch(run, stage, epochs, stage_ratios)
+        budget_spent = time.time() - stage_t0 > run.stage_seconds(stage)
+        last = info["epoch"] == epochs or budget_spent
+        if proc.main and (last or (s.val_every and info["epoch"] % s.val_every == 0)):
+            vals = [validate(run.model, run.data.val_set, r, run.data.classes, proc.device, s.batch_size)
+                    for r in stage_ratios]
+            row["val"] = vals
+            run.final_val = {ratio_key(v["ratio"]): v for v in vals}
+        run.log(row)
+        stop = run.out_of_time() and not (last and info["stage"] == len(run.stages) - 1)
+        if proc.distributed:  # rank 0's clock decides for all, or the ranks could part ways
+            flags = torch.tensor([stop, budget_spent], dtype=torch.int32, device=proc.device)
+            dist.broadcast(flags, 0)
+            stop, budget_spent = bool(flags[0]), bool(flags[1])
+        # the state is saved when stopping and at most every SAVE_EVERY_S (a GPU epoch takes seconds);
+        # a finished stage is saved by _end_stage
+        if proc.main and (stop or (time.time() - last_save > SAVE_EVERY_S and not last)):
+            _save_state(run.state_dir, run.model, run.opt, run.sched, info)
+            last_save = time.time()
+        if proc.distributed:
             dist.barrier()
+        if stop:
+            return False
+        if budget_spent:
+            break
+    return True
 
-    if finished and main:
-        write_manifest(out, cfg, classes, info["files"], {
-            "trained_on": {"dataset": Path(s.data).name, "split": s.train_split, "images": len(train_set)},
-            "training": {"preset": s.preset, "epochs": s.epochs, "finetune_epochs": s.finetune_epochs,
-                         "epochs_run": info.get("epochs_run", {}), "budget_minutes": s.budget_minutes,
-                         "batch_size": s.batch_size, "lr": s.lr, "seconds": round(time.time() - t_start, 1),
-                         "world_size": world, "damage_mix": dict(zip(DAMAGE_KINDS, s.damage_mix)),
-                         "min_crop": s.min_crop, "views": train_set.views,
-                         "init_manifest_sha256": init_bank.manifest_sha256 if init_bank else None},
-            "val": final_val,
-            **({"encoder": encoder_entry} if encoder_entry else {}),
-        })
-        if classes.background_index is not None:
-            fit_threads_to_load() if device.type == "cpu" else None
-            progress({"event": "extent", "images": len(train_pairs)})
-            progress({"event": "extent-fitted", **fit_extent(out, train_pairs, classes, device, seed=s.seed)})
-        if s.calibrate_images:
-            from .calibrate import calibrate_bank
-            fit_threads_to_load() if device.type == "cpu" else None
-            progress({"event": "calibrate", "images": min(s.calibrate_images, len(val_pairs))})
-            scores = calibrate_bank(out, val_pairs[: s.calibrate_images], device, seed=s.seed, progress=progress)
-            chosen = json.loads((out / "manifest.json").read_text())["calibration"]["chosen"]
-            progress({"event": "calibrated", "scores": scores, "chosen": chosen})
-            if classes.background_index is not None:
-                for second in (False, True):
-                    fit_threads_to_load() if device.type == "cpu" else None
-                    progress({"event": "refiner", "images": len(train_pairs), "second": second})
-                    progress({"event": "refiner-fitted", "second": second, **fit_refiner(
-                        out, train_pairs, val_pairs[: s.calibrate_images], device, seed=s.seed, second=second)})
-    if distributed:
+
+def _end_stage(run: _Run) -> None:
+    """Write the finished stage's weights, then set up the next stage and save the state."""
+    s, info, proc, model, out = run.s, run.info, run.proc, run.model, run.out
+    stage = run.stages[info["stage"]]
+    info.setdefault("epochs_run", {})[stage] = info["epoch"]
+    if proc.main:
+        if stage == "base":
+            save_weights(model, out / "base.safetensors")
+            if s.finetune_epochs == 0:
+                for r in s.ratios:
+                    name = f"ratio-{ratio_key(r)}.safetensors"
+                    info["files"][ratio_key(r)] = {"file": name,
+                                                   "sha256": save_weights(model, out / name, half=True)}
+        else:
+            r = stage.split("-")[1]
+            name = f"ratio-{r}.safetensors"
+            info["files"][r] = {"file": name, "sha256": save_weights(model, out / name, half=True)}
+    if proc.distributed:
+        dist.barrier()  # the other ranks read base.safetensors next
+    info["stage"] += 1
+    info["epoch"] = 0
+    if info["stage"] < len(run.stages):
+        # every fine-tune starts from the base weights (or the init bank's model of its ratio), with a
+        # fresh optimiser at the fine-tune rate
+        next_ratio = float(run.stages[info["stage"]].split("-")[1])
+        init_bank = run.data.init_bank
+        if init_bank and next_ratio in init_bank.ratios:
+            _load_init(model, init_bank, next_ratio, run.data.weights)
+        else:
+            model.load_state_dict(load_file(str(out / "base.safetensors")))
+        run.opt, run.sched = _optimiser(model, s.finetune_lr, s.weight_decay)
+    if proc.main:
+        _save_state(run.state_dir, model, run.opt, run.sched, info)
+    if proc.distributed:
         dist.barrier()
-    return TrainResult(out, stages[: info["stage"]], time.time() - t_start, finished, final_val)
+
+
+def _write_bank_manifest(run: _Run) -> None:
+    """The trained bank's manifest: its models, how they were trained, their validation scores."""
+    s, data, init_bank = run.s, run.data, run.data.init_bank
+    write_manifest(run.out, data.cfg, data.classes, run.info["files"], {
+        "trained_on": {"dataset": Path(s.data).name, "split": s.train_split, "images": len(data.train_set)},
+        "training": {"preset": s.preset, "epochs": s.epochs, "finetune_epochs": s.finetune_epochs,
+                     "epochs_run": run.info.get("epochs_run", {}), "budget_minutes": s.budget_minutes,
+                     "batch_size": s.batch_size, "lr": s.lr, "seconds": round(time.time() - run.t_start, 1),
+                     "world_size": run.proc.world, "damage_mix": dict(zip(DAMAGE_KINDS, s.damage_mix)),
+                     "min_crop": s.min_crop, "views": data.train_set.views,
+                     "init_manifest_sha256": init_bank.manifest_sha256 if init_bank else None},
+        "val": run.final_val,
+        **({"encoder": data.encoder_entry} if data.encoder_entry else {}),
+    })
+
+
+def finish_bank(out: Path, classes: ClassSet, train_pairs, val_pairs, device, calibrate_images: int, seed: int = 0,
+                progress: Callable[[dict], None] | None = None) -> None:
+    """Fit the trained bank in `out`: the background bias of holes, each repair mode's calibration, the refiner."""
+    progress = progress or (lambda e: None)
+    cpu = torch.device(device).type == "cpu"
+    if classes.background_index is not None:
+        fit_threads_to_load() if cpu else None
+        progress({"event": "extent", "images": len(train_pairs)})
+        progress({"event": "extent-fitted", **fit_extent(out, train_pairs, classes, device, seed=seed)})
+    if calibrate_images:
+        from .calibrate import calibrate_bank
+        fit_threads_to_load() if cpu else None
+        progress({"event": "calibrate", "images": min(calibrate_images, len(val_pairs))})
+        scores = calibrate_bank(out, val_pairs[: calibrate_images], device, seed=seed, progress=progress)
+        chosen = json.loads((out / "manifest.json").read_text())["calibration"]["chosen"]
+        progress({"event": "calibrated", "scores": scores, "chosen": chosen})
+        if classes.background_index is not None:
+            for second in (False, True):
+                fit_threads_to_load() if cpu else None
+                progress({"event": "refiner", "images": len(train_pairs), "second": second})
+                progress({"event": "refiner-fitted", "second": second, **fit_refiner(
+                    out, train_pairs, val_pairs[: calibrate_images], device, seed=seed, second=second)})
+
+
+def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train a bank as `s` says (resumable, on one device or under torchrun), then fit and calibrate it."""
+    progress = progress or (lambda e: None)
+    proc = _setup_process(s)
+    _check_settings(s)
+    out = Path(s.out)
+    data = _prepare_data(s, proc, out, progress)
+    run = _start_run(s, proc, data, out, progress)
+    finished = True
+    while run.info["stage"] < len(run.stages):
+        if not _train_stage(run):
+            finished = False
+            break
+        _end_stage(run)
+
+    if finished and proc.main:
+        _write_bank_manifest(run)
+        finish_bank(out, data.classes, data.train_pairs, data.val_pairs, proc.device, s.calibrate_images, s.seed,
+                    progress)
+    if proc.distributed:
+        dist.barrier()
+    return TrainResult(out, run.stages[: run.info["stage"]], time.time() - run.t_start, finished, run.final_val)

@@ -110,20 +110,34 @@ def repair(
                               preview=preview, dry_run=dry_run, overwrite=overwrite, shard=_shard(shard),
                               workers=workers, processes=processes, precision=precision, find_erasures=erasures,
                               recursive=recursive, classes=classes)
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[speed]}"), TimeRemainingColumn(), console=console,
-                   disable=quiet or as_json, transient=True)
-    task = None
-    failures = 0
-    chatty = not (quiet or as_json)  # --json prints only the JSON
+    on_event = _RepairProgress(labels, images, quiet, as_json)
+    with on_event.bar:
+        result = run_repair(settings, on_event)
+    _print_summary(result, settings, on_event.failures, quiet, as_json)
+    if result.failed:
+        raise typer.Exit(1)
 
-    def on_event(e: dict):
-        nonlocal task, failures
+
+class _RepairProgress:
+    """The progress handler of `repair`: its bar, its notes, and the failed files it has named."""
+
+    def __init__(self, labels: Path, images: Optional[Path], quiet: bool, as_json: bool):
+        self.labels, self.images, self.as_json = labels, images, as_json
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[speed]}"), TimeRemainingColumn(), console=console,
+                            disable=quiet or as_json, transient=True)
+        self.task = None
+        self.failures = 0
+        self.chatty = not (quiet or as_json)  # --json prints only the JSON
+
+    def __call__(self, e: dict):
+        """Show one event of the repair's progress."""
+        bar, chatty = self.bar, self.chatty
         if e["event"] == "start":
             processes = e.get("processes", 1)
             label = "repairing" + (f" ({processes} processes)" if processes > 1 else "")
-            task = bar.add_task(label, total=e["todo"], speed="")
-            if images is None and chatty:
+            self.task = bar.add_task(label, total=e["todo"], speed="")
+            if self.images is None and chatty:
                 console.print(f"images: {e['images']}  (found where the layout keeps them; --images chooses)",
                               markup=False)
             if e.get("companions") and chatty:
@@ -136,18 +150,20 @@ def repair(
             console.print(f"labelfix: {e['message']}", markup=False)
         elif e["event"] == "file":
             row = e["row"]
-            if row["status"] == "failed" and not as_json:
-                failures += 1
-                if failures <= SHOW_FAILURES:  # the report lists them all: a wrong folder is not 10,000 lines
-                    console.print(f"labelfix: {printable(str(labels / row['file']))}: {printable(row['error'])}",
+            if row["status"] == "failed" and not self.as_json:
+                self.failures += 1
+                if self.failures <= SHOW_FAILURES:  # the report lists them all: a wrong folder is not 10,000 lines
+                    console.print(f"labelfix: {printable(str(self.labels / row['file']))}: {printable(row['error'])}",
                                   markup=False)
-            elapsed = bar.tasks[task].elapsed or 0
-            done = bar.tasks[task].completed + 1
-            bar.update(task, advance=1, speed=f"{done / elapsed:.1f} img/s" if elapsed else "")
+            elapsed = bar.tasks[self.task].elapsed or 0
+            done = bar.tasks[self.task].completed + 1
+            bar.update(self.task, advance=1, speed=f"{done / elapsed:.1f} img/s" if elapsed else "")
 
-    with bar:
-        result = run_repair(settings, on_event)
+
+def _print_summary(result, settings, failures: int, quiet: bool, as_json: bool) -> None:
+    """Print the run's totals: as JSON, as the output folder alone, or as a sentence and what was written."""
     t = result.totals
+    dry_run, preview = settings.dry_run, settings.preview
     if failures > SHOW_FAILURES:
         console.print(f"labelfix: {failures - SHOW_FAILURES} more files failed; report.csv gives each one's reason")
     if as_json:
@@ -162,8 +178,6 @@ def repair(
         if not dry_run:
             written = _written(result, settings, preview)
             console.print(f"output: {printable(str(result.out))}  ({written})", markup=False)
-    if result.failed:
-        raise typer.Exit(1)
 
 
 def _written(result, settings, preview: bool) -> str:

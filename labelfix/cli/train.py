@@ -77,12 +77,30 @@ def train(
                              views=views, encoder_weights=encoder_weights, val_every=val_every, device=device,
                              seed=seed, workers=workers, resume=resume, max_minutes=max_minutes,
                              budget_minutes=budget_minutes, calibrate_images=calibrate_images, init=init)
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                   console=console, disable=quiet, transient=True)
-    tasks: dict = {}
+    on_event = _TrainProgress(quiet)
+    with on_event.bar:
+        result = train_bank(settings, on_event)
+    if quiet:
+        print(result.bank)
+    elif result.finished:
+        console.print(f"bank written to {result.bank} in {result.seconds / 60:.1f} min")
+    else:
+        console.print(f"stopped after {result.seconds / 60:.1f} min; continue with the same command and --resume")
 
-    def on_event(e: dict):
+
+class _TrainProgress:
+    """The progress handler of `train`: its bars (one per epoch, the encoder's and the calibration's) and notes."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                            console=console, disable=quiet, transient=True)
+        self.tasks: dict = {}
+
+    def __call__(self, e: dict):
+        """Show one event of the training's progress."""
+        bar, tasks, quiet = self.bar, self.tasks, self.quiet
         if e["event"] == "start" and not quiet:
             console.print(f"training {e['params'] / 1e6:.2f}M-parameter L-MAE on {e['train_images']} images, "
                           f"{e['device']} x{e['world']}; stages: {', '.join(e['stages'])}")
@@ -128,12 +146,3 @@ def train(
                 console.print(f"  {e['stage']} epoch {e['epoch']}: ratio {v['ratio']:.2f}  "
                               f"PA-mIoU {v['pa_miou']:.1f}  mIoU {v['miou']:.1f}  "
                               f"(nearest-label fill PA-mIoU {v['nearest_pa_miou']:.1f})")
-
-    with bar:
-        result = train_bank(settings, on_event)
-    if quiet:
-        print(result.bank)
-    elif result.finished:
-        console.print(f"bank written to {result.bank} in {result.seconds / 60:.1f} min")
-    else:
-        console.print(f"stopped after {result.seconds / 60:.1f} min; continue with the same command and --resume")
