@@ -224,6 +224,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
     ap.add_argument("--bank", default=None, help="a bank trained on half A only (default: train one here)")
+    ap.add_argument("--bank-out", default=None, help="where to keep the bank trained on half A (default: dropped)")
     ap.add_argument("--bank-epochs", type=int, default=20)
     ap.add_argument("--bank-preset", default="small")
     ap.add_argument("--encoder-weights", default=None, help="passed to labelfix train (default: the bundled bank's)")
@@ -242,7 +243,7 @@ def main() -> None:
         bank = a.bank
         if bank is None:
             data_a = half_dataset(root, ds, half_a, tmp / "half-a")
-            bank = str(tmp / "bank-a")
+            bank = a.bank_out or str(tmp / "bank-a")
             cmd = [sys.executable, "-m", "labelfix", "train", "--data", str(data_a), "--out", bank,
                    "--preset", a.bank_preset, "--epochs", str(a.bank_epochs), "--finetune-epochs", "2"]
             if a.encoder_weights:

@@ -66,7 +66,7 @@ class Block(nn.Module):
 
 
 class RefineHead(nn.Module):
-    """Image-guided convolutional refinement (our addition, DESIGN §6).
+    """Image-guided convolutional refinement (our addition, docs/model.md).
 
     The transformer predicts per patch; object boundaries inside a removed patch are
     pixel detail. This head looks at the image, the nearest-label prior, which pixels are editable,

@@ -55,7 +55,7 @@ class LMAE(nn.Module):
                                      for i in range(cfg.dec_depth))
         self.dec_norm = nn.LayerNorm(cfg.dec_dim)
         self.head = nn.Linear(cfg.dec_dim, p * p * K)
-        # our additions (DESIGN §6): propagation prior and image-guided refinement
+        # our additions (docs/model.md): propagation prior and image-guided refinement
         self.prior_scale = nn.Parameter(torch.tensor(float(cfg.prior_scale_init))) if cfg.use_prior else None
         self.refine = None
         if cfg.encoder != "none":

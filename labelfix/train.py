@@ -1,6 +1,6 @@
 """Training a bank: one base L-MAE on mixed mask ratios, then a short fine-tune per ratio.
 
-The base model learns every kind of damage labelfix repairs (DESIGN §2, §6): the paper's three mask
+The base model learns every kind of damage labelfix repairs: the paper's three mask
 strategies (1:2:2), explicit missing blocks, and blind damage (blocks or objects set to background,
 then background-first removal). Adam (beta1 0.9, weight decay 1e-4) with ReduceLROnPlateau
 (patience 5, threshold 1e-3, factor 0.8), as in the paper. Runs on one device, or on several

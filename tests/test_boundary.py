@@ -187,6 +187,7 @@ def test_a_bank_applies_its_refiner_only_in_the_modes_it_helps(bank, tmp_path):
     assert load_bank(copy).refiners("missing") == ()  # an older bank: repair goes without it
 
 
+@pytest.mark.slow
 def test_the_second_pass_is_fitted_where_the_first_applies_and_applies_after_it(bank, dataset, tmp_path):
     from labelfix.data import open_dataset
     from labelfix.train import fit_refiner

@@ -32,6 +32,7 @@ def test_training_measures_a_weight_per_mode(bank):
         assert scores[mode][chosen] == max(v for k, v in scores[mode].items() if qualifies(mode, k))
 
 
+@pytest.mark.slow
 def test_blind_settings_that_change_too_many_undamaged_pixels_are_passed_over(bank, dataset, tmp_path, monkeypatch):
     import labelfix.calibrate as cal
     from labelfix.data import open_dataset
@@ -66,6 +67,7 @@ def test_weight_zero_falls_back_to_nearest_fill(bank, dataset, tmp_path):
         assert (np.array(Image.open(res.out / row.file)) == expected).all()
 
 
+@pytest.mark.slow
 def test_bank_without_background_class_keeps_blind_weight_and_valid_json(bank, dataset, tmp_path):
     from labelfix.calibrate import calibrate_bank
     from labelfix.data import open_dataset

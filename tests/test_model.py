@@ -27,7 +27,7 @@ def features(cfg, image):
     return [f.detach() for f in ImageEncoder(cfg.encoder)(small)]
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "paper" else n for n in PRESETS])
 def test_every_preset_forward_backward(name):
     small = dict(input_size=32, patch_size=16) if name != "tiny" else {}
     # no stochastic depth here: with 2 samples it can drop a block for both, and no gradient reaches it

@@ -40,6 +40,7 @@ def test_a_launcher_s_environment_says_which_shard_this_process_is(monkeypatch):
     assert shard_from_environment() == (1, 8)
 
 
+@pytest.mark.slow
 def test_two_processes_write_what_one_writes(job, bank, tmp_path):
     labels, images = job
     one = run(labels, images, bank, out=tmp_path / "one", processes=1, preview=True)
@@ -56,6 +57,7 @@ def test_two_processes_write_what_one_writes(job, bank, tmp_path):
     assert report["runtime"]["processes"] == 2 and len(report["rows"]) == len(one.rows)
 
 
+@pytest.mark.slow
 def test_processes_within_a_shard_write_that_shard_s_report(job, bank, tmp_path):
     labels, images = job
     out = tmp_path / "out"

@@ -71,6 +71,7 @@ def test_shards_of_one_run_work_at_once(job, bank, tmp_path):
     assert all(r.failed == 0 for r in results) and (out / "report.json").exists()
 
 
+@pytest.mark.slow
 def test_outputs_are_byte_identical_however_the_work_is_batched_sharded_or_split_in_processes(job, bank, tmp_path):
     labels, images = job
     one = run(labels, images, bank, out=tmp_path / "b1", batch_size=1)

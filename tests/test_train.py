@@ -24,6 +24,7 @@ def test_bank_trains_on_generic_layout_with_5_classes(bank):
     assert b.manifest["encoder"]["name"] == "stand-in" and b.encoder() is not None
 
 
+@pytest.mark.slow
 def test_two_steps_then_resume(dataset, tmp_path):
     s = TrainSettings(data=dataset, out=tmp_path / "b", preset="tiny", epochs=2, finetune_epochs=0, batch_size=6,
                       val_every=0, limit_images=12, device="cpu", max_minutes=0.0)
@@ -72,6 +73,7 @@ def test_training_batch_kinds_learn_exactly_the_editable_pixels():
             assert (label_in != label).any()  # some objects were set to background
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run(dataset, tmp_path):
     """The torchrun / DistributedDataParallel path, on 2 CPU processes with gloo."""
     script = tmp_path / "run.py"
