@@ -55,8 +55,8 @@ def is_tty() -> bool:
     return sys.stderr.isatty()
 
 
-class Command(TyperCommand):
-    """A command whose --help shows flags as they are typed (Typer labels each flag `<bool>` otherwise)."""
+class _PlainHelpOption:
+    """--help shown as it is typed (Typer labels each flag `<bool>` otherwise)."""
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
@@ -65,12 +65,12 @@ class Command(TyperCommand):
         return option
 
 
-class Group(TyperGroup):
-    def get_help_option(self, ctx):
-        option = super().get_help_option(ctx)
-        if option is not None:
-            option.metavar = ""
-        return option
+class Command(_PlainHelpOption, TyperCommand):
+    """A command whose --help shows flags as they are typed."""
+
+
+class Group(_PlainHelpOption, TyperGroup):
+    """The command group, likewise."""
 
 
 def flag(default: bool, *names: str, help: str, panel: str | None = None):
