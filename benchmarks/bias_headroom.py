@@ -29,10 +29,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from labelfix.bank import DEFAULT_BANK
+from labelfix.bank.store import DEFAULT_BANK
+from labelfix.bench.metrics import confusion, mean_iou
 from labelfix.data import open_dataset
-from labelfix.metrics import confusion, mean_iou
-from labelfix.repair import RepairSettings, repair
+from labelfix.repair.run import repair
+from labelfix.repair.settings import RepairSettings
 
 sys.path.insert(0, str(Path(__file__).parent))
 from repair_quality import IGNORE, blocks, damage_all, dataset_arguments, write_job  # noqa: E402

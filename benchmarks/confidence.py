@@ -21,7 +21,8 @@ import numpy as np
 from PIL import Image
 
 from labelfix.data import open_dataset
-from labelfix.repair import RepairSettings, repair
+from labelfix.repair.run import repair
+from labelfix.repair.settings import RepairSettings
 
 sys.path.insert(0, str(Path(__file__).parent))
 from repair_quality import IGNORE, damage_all, dataset_arguments, write_job  # noqa: E402

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from labelfix import config, encoder  # noqa: E402
+from labelfix.model import config, encoder  # noqa: E402
 
 NAME, WIDTH, DEPTH, HEADS, PATCH, POS_GRID = "dinov2-s14", 384, 12, 6, 14, 37
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -49,12 +49,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from repair_quality import IGNORE, drop_objects, paper_cells, with_outline  # noqa: E402
 
-from labelfix.bank import load_bank  # noqa: E402
+from labelfix.bank.store import load_bank  # noqa: E402
+from labelfix.bench.metrics import confusion, mean_iou  # noqa: E402
 from labelfix.data import open_dataset, read_label  # noqa: E402
-from labelfix.encoder import feature_channels  # noqa: E402
-from labelfix.metrics import confusion, mean_iou  # noqa: E402
-from labelfix.propagate import nearest_fill  # noqa: E402
-from labelfix.repair import RepairSettings, repair  # noqa: E402
+from labelfix.model.encoder import feature_channels  # noqa: E402
+from labelfix.model.propagate import nearest_fill  # noqa: E402
+from labelfix.repair.run import repair  # noqa: E402
+from labelfix.repair.settings import RepairSettings  # noqa: E402
 
 SIZE = 224
 LABEL_SETS = ("clean", "damaged", "nearest", "labelfix")

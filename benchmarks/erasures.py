@@ -21,12 +21,11 @@ import time
 
 import numpy as np
 from PIL import Image
-
-from labelfix.baselines import nearest_label
-from labelfix.data import open_dataset, read_label
-from labelfix.erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline
-
 from repair_quality import IGNORE, blocks, drop_objects
+
+from labelfix.bench.baselines import nearest_label
+from labelfix.data import open_dataset, read_label
+from labelfix.repair.erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline
 
 
 def main():

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import torch
 
-from labelfix.bank import load_bank
-from labelfix.predict import encode, finish_labels, run_model
-from labelfix.repair import RepairSettings, _prepare_one, encode_label
+from labelfix.bank.store import load_bank
+from labelfix.inference.finish import finish_labels
+from labelfix.inference.run import encode, run_model
+from labelfix.repair.settings import RepairSettings
+from labelfix.repair.steps import encode_label, prepare_file
 
 
 def main():
@@ -42,7 +44,7 @@ def main():
     # "model" includes the image encoder; "image encoder" times it alone on the same batches
     spent = {"prepare": 0.0, "model": 0.0, "image encoder": 0.0, "finish": 0.0, "encode": 0.0}
     t = time.perf_counter()
-    items = [it for it in (_prepare_one(f, s, bank) for f in files) if it.model_input is not None]
+    items = [it for it in (prepare_file(f, s, bank) for f in files) if it.model_input is not None]
     spent["prepare"] = time.perf_counter() - t
     run_model(bank, [i.model_input for i in items[:8]], "cpu", precision=a.precision)  # warm-up
     batches = [items[b:b + 8] for b in range(0, len(items), 8)]

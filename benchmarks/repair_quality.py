@@ -37,12 +37,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from labelfix.baselines import crf_available, dense_crf, nearest_label
-from labelfix.damage import background_cells
+from labelfix.bench.baselines import crf_available, dense_crf, nearest_label
+from labelfix.bench.metrics import confusion, iou_per_class, mean_iou
 from labelfix.data import open_dataset, read_label
-from labelfix.metrics import confusion, iou_per_class, mean_iou
-from labelfix.propagate import nearest_fill
-from labelfix.repair import RepairSettings, repair
+from labelfix.model.propagate import nearest_fill
+from labelfix.repair.run import repair
+from labelfix.repair.settings import RepairSettings
+from labelfix.train.damage import background_cells
 
 IGNORE = 255
 

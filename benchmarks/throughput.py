@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from labelfix.baselines import crf_available, dense_crf
+from labelfix.bench.baselines import crf_available, dense_crf
 from labelfix.data import open_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -7,12 +7,15 @@
         print(result.totals, [row.file for row in result.rows if row.needs_review])
 """
 
-from .bank import Bank, load_bank
-from .bench import BenchResult, BenchSettings, bench
+from .bank.store import Bank, load_bank
+from .bench.evaluate import BenchResult, BenchSettings, bench
 from .errors import BankError, DataError, InputFileError, LabelfixError, UsageError
 from .files import OutputError
-from .repair import ImageRow, RepairResult, RepairSettings, merge_reports, repair
-from .train import TrainResult, TrainSettings, train_bank
+from .repair.report import merge_reports
+from .repair.run import repair
+from .repair.settings import ImageRow, RepairResult, RepairSettings
+from .train.loop import train_bank
+from .train.settings import TrainResult, TrainSettings
 
 __all__ = ["Bank", "load_bank", "BenchResult", "BenchSettings", "bench", "BankError", "DataError", "InputFileError",
            "LabelfixError", "UsageError", "OutputError", "ImageRow", "RepairResult", "RepairSettings", "merge_reports",

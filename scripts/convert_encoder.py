@@ -18,8 +18,8 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from labelfix.bank import sha256  # noqa: E402
-from labelfix.encoder import ImageEncoder  # noqa: E402
+from labelfix.bank.store import sha256  # noqa: E402
+from labelfix.model.encoder import ImageEncoder  # noqa: E402
 
 BN_EPS = 1e-3  # TensorFlow's, which the package's weights were trained with
 

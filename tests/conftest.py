@@ -74,7 +74,8 @@ def dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def bank(dataset, tmp_path_factory) -> Path:
-    from labelfix.train import TrainSettings, train_bank
+    from labelfix.train.loop import train_bank
+    from labelfix.train.settings import TrainSettings
 
     out = tmp_path_factory.mktemp("bank") / "bank"
     train_bank(TrainSettings(data=dataset, out=out, preset="tiny", epochs=2, finetune_epochs=1, batch_size=4,
@@ -103,7 +104,8 @@ def job(dataset, tmp_path):
 
 
 def run(labels, images, bank, **kw):
-    from labelfix.repair import RepairSettings, repair
+    from labelfix.repair.run import repair
+    from labelfix.repair.settings import RepairSettings
 
     kw.setdefault("classes", "bank")  # the synthetic labels are index PNGs of the test bank's classes
     kw.setdefault("batch_size", 4)

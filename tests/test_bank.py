@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from labelfix.bank import load_bank, sha256
+from labelfix.bank.store import load_bank, sha256
 from labelfix.errors import BankError
 
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from labelfix.baselines import leave_as_background, nearest_label
-from labelfix.bench import BenchSettings, bench
+from labelfix.bench.baselines import leave_as_background, nearest_label
+from labelfix.bench.evaluate import BenchSettings, bench
+from labelfix.bench.metrics import confusion, iou_per_class, mean_iou
 from labelfix.errors import UsageError
-from labelfix.metrics import confusion, iou_per_class, mean_iou
 
 
 def test_confusion_and_miou_by_hand():
@@ -60,9 +60,9 @@ def test_bench_json_schema_and_same_pixels(dataset, bank, tmp_path):
 
 def test_bench_on_classes_without_background(tmp_path, bank):
     """A CamVid-like set with no background class: unlabelled pixels rank as background."""
-    from labelfix.bank import load_bank
+    from labelfix.bank.store import load_bank
     b = load_bank(bank)
-    from labelfix.predict import prepare
+    from labelfix.inference.prepare import prepare
     img = np.zeros((64, 64, 3), np.uint8)
     lab = np.full((64, 64), 2)
     lab[:, :20] = -1

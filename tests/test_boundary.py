@@ -5,11 +5,20 @@ import numpy as np
 import pytest
 import torch
 
-from labelfix.bank import load_bank
-from labelfix.boundary import (CENTRE, CHANNELS, OFFSETS, BoundaryRefiner, band, pixel_features, scale_for,
-                               train_refiner)
-from labelfix.predict import Correction, finish_labels
-from labelfix.train import REFINER_MIN_GAIN, REFINER_SECOND_MIN_GAIN
+from labelfix.bank.store import load_bank
+from labelfix.inference.correction import Correction
+from labelfix.inference.finish import finish_labels
+from labelfix.model.refiner import (
+    CENTRE,
+    CHANNELS,
+    OFFSETS,
+    BoundaryRefiner,
+    band,
+    pixel_features,
+    scale_for,
+    train_refiner,
+)
+from labelfix.train.finish import REFINER_MIN_GAIN, REFINER_SECOND_MIN_GAIN
 
 
 def test_the_band_lies_along_decided_boundaries_inside_the_hole():
@@ -190,7 +199,7 @@ def test_a_bank_applies_its_refiner_only_in_the_modes_it_helps(bank, tmp_path):
 @pytest.mark.slow
 def test_the_second_pass_is_fitted_where_the_first_applies_and_applies_after_it(bank, dataset, tmp_path):
     from labelfix.data import open_dataset
-    from labelfix.train import fit_refiner
+    from labelfix.train.finish import fit_refiner
 
     man = json.loads((bank / "manifest.json").read_text())
     assert not man["refiner"]["modes"] and man["refiner_second"] is None  # the first applies nowhere: no second

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labelfix.bank import DEFAULT_BANK, load_bank
-from labelfix.repair import RepairSettings, repair
+from labelfix.bank.store import DEFAULT_BANK, load_bank
+from labelfix.repair.run import repair
+from labelfix.repair.settings import RepairSettings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "voc"
 

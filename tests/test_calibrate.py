@@ -6,9 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from labelfix.baselines import nearest_label
-from labelfix.calibrate import BLIND_CHANGE_LIMIT, MODES, WEIGHTS, setting_name
-from labelfix.repair import RepairSettings, repair
+from labelfix.bench.baselines import nearest_label
+from labelfix.repair.run import repair
+from labelfix.repair.settings import RepairSettings
+from labelfix.train.calibrate import BLIND_CHANGE_LIMIT, MODES, WEIGHTS, setting_name
 
 
 def test_training_measures_a_weight_per_mode(bank):
@@ -34,7 +35,7 @@ def test_training_measures_a_weight_per_mode(bank):
 
 @pytest.mark.slow
 def test_blind_settings_that_change_too_many_undamaged_pixels_are_passed_over(bank, dataset, tmp_path, monkeypatch):
-    import labelfix.calibrate as cal
+    import labelfix.train.calibrate as cal
     from labelfix.data import open_dataset
 
     b = tmp_path / "bank"
@@ -69,8 +70,8 @@ def test_weight_zero_falls_back_to_nearest_fill(bank, dataset, tmp_path):
 
 @pytest.mark.slow
 def test_bank_without_background_class_keeps_blind_weight_and_valid_json(bank, dataset, tmp_path):
-    from labelfix.calibrate import calibrate_bank
     from labelfix.data import open_dataset
+    from labelfix.train.calibrate import calibrate_bank
 
     b = tmp_path / "bank"
     shutil.copytree(bank, b, ignore=shutil.ignore_patterns("train-state", "base.safetensors"))
@@ -87,8 +88,8 @@ def test_bank_without_background_class_keeps_blind_weight_and_valid_json(bank, d
 
 
 def test_replace_averages_its_ratios_and_the_other_modes_pool_their_cases():
-    from labelfix.calibrate import _mode_score
-    from labelfix.metrics import mean_iou
+    from labelfix.bench.metrics import mean_iou
+    from labelfix.train.calibrate import _mode_score
 
     big = torch.tensor([[900, 100], [100, 900]])  # a case with many pixels, mIoU 81.8
     small = torch.tensor([[10, 0], [0, 10]])       # a perfect case with few

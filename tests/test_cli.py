@@ -152,7 +152,7 @@ def test_help_shows_flags_as_typed_and_values_parse_as_documented(monkeypatch, t
         r = runner.invoke(app, [command, "--help"], env={"COLUMNS": "120"})
         assert r.exit_code == 0 and "<bool>" not in r.output and "list[" not in r.output, r.output
     assert "Examples" in runner.invoke(app, ["repair", "--help"]).output
-    repair_module = importlib.import_module("labelfix.repair")
+    repair_module = importlib.import_module("labelfix.repair.run")
     seen = []
 
     def capture(settings, progress):

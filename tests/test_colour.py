@@ -1,8 +1,9 @@
 import numpy as np
 import torch
 
-from labelfix.colour import colour_log_likelihood
-from labelfix.predict import Correction, finish_labels
+from labelfix.inference.colour import colour_log_likelihood
+from labelfix.inference.correction import Correction
+from labelfix.inference.finish import finish_labels
 
 RED, GREEN, BLUE = (200, 30, 30), (30, 200, 30), (30, 30, 200)
 

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from labelfix.damage import background_cells, random_blocks
+from labelfix.train.damage import background_cells, random_blocks
 
 
 def test_random_blocks_cover_about_the_share_asked():

@@ -2,7 +2,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from labelfix.data import EpochTaggedSampler, TrainSamples, find_image, guess_images_folder, open_dataset, read_image
+from labelfix.data import find_image, open_dataset, read_image
+from labelfix.repair.discover import guess_images_folder
+from labelfix.train.samples import EpochTaggedSampler, TrainSamples
 
 
 def test_crops_change_with_the_epoch_tag_even_in_persistent_workers(dataset):

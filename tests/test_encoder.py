@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from labelfix.encoder import ENCODERS, ImageEncoder, feature_channels
+from labelfix.model.encoder import ENCODERS, ImageEncoder, feature_channels
 
 EXAMPLES = sorted((__import__("pathlib").Path(__file__).parent.parent / "examples" / "voc" / "images").glob("*.jpg"))
 

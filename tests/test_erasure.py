@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from labelfix.erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline, outline_lines, row_runs
+from labelfix.repair.erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline, outline_lines, row_runs
 
 
 def disc(h, w, cy, cx, r):

@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from labelfix.bank import load_bank
-from labelfix.extent import FEATURES, extent_features, hole_samples, hole_size, output_features, train_extent
-from labelfix.predict import Correction, prepare, run_model
-from labelfix.propagate import nearest_fill
+from labelfix.bank.store import load_bank
+from labelfix.inference.correction import Correction
+from labelfix.inference.prepare import prepare
+from labelfix.inference.run import run_model
+from labelfix.model.extent import FEATURES, extent_features, hole_samples, hole_size, output_features, train_extent
+from labelfix.model.propagate import nearest_fill
 
 
 def small_case():

@@ -2,9 +2,10 @@ import os
 
 import torch
 
-from labelfix import features
-from labelfix.data import TrainSamples, open_dataset
-from labelfix.encoder import ImageEncoder
+from labelfix.data import open_dataset
+from labelfix.model.encoder import ImageEncoder
+from labelfix.train import features
+from labelfix.train.samples import TrainSamples
 
 
 def test_features_are_computed_once_cached_and_computed_again_when_a_file_changes(dataset, tmp_path, monkeypatch):

@@ -1,6 +1,6 @@
 import torch
 
-from labelfix.fuse import one_hot, patchify, sincos_pos_embed_2d, stack_fuse, unpatchify
+from labelfix.model.fuse import one_hot, patchify, sincos_pos_embed_2d, stack_fuse, unpatchify
 
 
 def test_stack_fuse_layout_and_unlabelled_pixels():

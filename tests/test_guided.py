@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from labelfix.guided import box_mean, guided_probabilities, pixel_grid, sample_at
+from labelfix.inference.guided import box_mean, guided_probabilities, pixel_grid, sample_at
 
 
 def test_box_mean_matches_a_direct_window_mean():

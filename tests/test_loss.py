@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from labelfix.loss import class_weights, weighted_cross_entropy
+from labelfix.model.loss import class_weights, weighted_cross_entropy
 
 
 def test_class_weights_match_eq10_by_hand():

@@ -1,9 +1,20 @@
 import pytest
 import torch
 
-from labelfix.masking import (STRATEGIES, background_first_mask, background_pixels, expand_mask, label_first_mask,
-                              hole_patches, mixed_mask, num_removed, patch_mean, patches_touching, random_mask,
-                              strategy_mask)
+from labelfix.model.masking import (
+    STRATEGIES,
+    background_first_mask,
+    background_pixels,
+    expand_mask,
+    hole_patches,
+    label_first_mask,
+    mixed_mask,
+    num_removed,
+    patch_mean,
+    patches_touching,
+    random_mask,
+    strategy_mask,
+)
 
 
 def fractions():

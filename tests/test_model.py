@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from labelfix.config import PRESETS, LMAEConfig, preset
-from labelfix.encoder import ImageEncoder
-from labelfix.loss import weighted_cross_entropy
-from labelfix.masking import background_first_mask, background_pixels, patch_mean
-from labelfix.model import LMAE
-from labelfix.propagate import nearest_fill
+from labelfix.model.config import PRESETS, LMAEConfig, preset
+from labelfix.model.encoder import ImageEncoder
+from labelfix.model.lmae import LMAE
+from labelfix.model.loss import weighted_cross_entropy
+from labelfix.model.masking import background_first_mask, background_pixels, patch_mean
+from labelfix.model.propagate import nearest_fill
 
 
 def batch(cfg, B=2, seed=0):
@@ -54,7 +54,7 @@ def test_untrained_model_equals_nearest_fill():
     cfg = preset("tiny", 4)
     model = LMAE(cfg).eval()
     image, label, removed = batch(cfg, B=3)
-    from labelfix.masking import expand_mask
+    from labelfix.model.masking import expand_mask
     px = expand_mask(removed, cfg.grid, cfg.patch_size)
     label_in = torch.where(px, torch.full_like(label, -1), label)
     with torch.no_grad():
@@ -98,7 +98,7 @@ def test_config_checks_and_round_trip():
 
 
 def test_patch_embedding_by_convolution_is_the_linear_layer_on_patchified_input():
-    from labelfix.fuse import patchify
+    from labelfix.model.fuse import patchify
 
     torch.manual_seed(0)
     cfg = preset("tiny", num_classes=5)

@@ -4,8 +4,15 @@ import os
 import pytest
 
 from labelfix.errors import UsageError
-from labelfix.outfolder import (MARKER, Journal, OutputLock, check_output_folder, is_labelfix_output, mark,
-                                read_journals)
+from labelfix.repair.outfolder import (
+    MARKER,
+    Journal,
+    OutputLock,
+    check_output_folder,
+    is_labelfix_output,
+    mark,
+    read_journals,
+)
 
 
 def test_only_labelfix_s_marker_or_report_makes_a_folder_labelfix_s(tmp_path):

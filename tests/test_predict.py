@@ -3,12 +3,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labelfix.damage import random_blocks
 from labelfix.device import resolve_precision
 from labelfix.errors import UsageError
-from labelfix.guided import ImageGuide, pixel_grid, sample_at
-from labelfix.predict import OVERTURN_CONFIDENCE, Correction, classes_that_can_win, finish_labels, nearest_known_label
-from labelfix.propagate import nearest_fill, nearest_seed
+from labelfix.inference.correction import Correction
+from labelfix.inference.finish import OVERTURN_CONFIDENCE, classes_that_can_win, finish_labels, nearest_known_label
+from labelfix.inference.guided import ImageGuide, pixel_grid, sample_at
+from labelfix.model.propagate import nearest_fill, nearest_seed
+from labelfix.train.damage import random_blocks
 
 
 def holes(shape, seed, coverage=0.3):
@@ -121,9 +122,10 @@ def test_precision_choice(monkeypatch):
 
 
 def test_bf16_weights_give_the_numbers_autocast_gives(bank, dataset):
-    from labelfix.bank import Bank, load_bank
+    from labelfix.bank.store import Bank, load_bank
     from labelfix.data import load_pair, open_dataset
-    from labelfix.predict import prepare, run_model
+    from labelfix.inference.prepare import prepare
+    from labelfix.inference.run import run_model
 
     fast = load_bank(bank)
     image, label = load_pair(*open_dataset(dataset).pairs("val")[0], fast.classes)
@@ -175,14 +177,14 @@ def test_blind_fill_overturns_a_labelled_pixel_only_when_the_model_is_sure():
 
 
 def test_block_size_keeps_the_finishing_grid_at_most_512_pixels():
-    from labelfix.predict import BLOCKS_ABOVE, block_size
+    from labelfix.inference.finish import BLOCKS_ABOVE, block_size
 
     assert BLOCKS_ABOVE < 500 and block_size((375, 500)) == 2   # VOC's own size
     assert block_size((768, 1024)) == 2 and block_size((1024, 2048)) == 4 and block_size((3000, 4000)) == 8
 
 
 def test_block_labels_and_repeat_blocks_agree_with_a_plain_loop():
-    from labelfix.predict import _repeat_blocks, block_labels
+    from labelfix.inference.finish import _repeat_blocks, block_labels
 
     rng = np.random.default_rng(0)
     known = torch.from_numpy(np.where(rng.random((23, 17)) < 0.5, -1, rng.integers(0, 5, (23, 17))))
@@ -200,7 +202,7 @@ def test_block_labels_and_repeat_blocks_agree_with_a_plain_loop():
 
 @pytest.mark.parametrize("f", [2, 3])
 def test_large_labels_are_finished_on_blocks(f):
-    from labelfix.predict import BLOCKS_ABOVE, _finish_full, _finish_on_blocks, block_size
+    from labelfix.inference.finish import BLOCKS_ABOVE, _finish_full, _finish_on_blocks, block_size
 
     # class 1 left of column 201, background right of it; a hole across the edge; the image shows the edge
     H, W = (401, 451) if f == 2 else (700, 1100)
@@ -237,7 +239,7 @@ def test_blind_fill_on_blocks_keeps_each_labelled_pixel_where_unsure():
 
 
 def test_to_original_size_is_torchs_nearest_resize():
-    from labelfix.predict import to_original_size
+    from labelfix.inference.prepare import to_original_size
 
     rng = np.random.default_rng(0)
     for H, W in [(375, 500), (3000, 4000), (112, 112), (224, 224), (113, 97), (50, 70)] + \
@@ -248,9 +250,10 @@ def test_to_original_size_is_torchs_nearest_resize():
 
 
 def test_a_label_s_correction_does_not_depend_on_the_labels_it_shares_a_batch_with(bank, dataset):
-    from labelfix.bank import load_bank
+    from labelfix.bank.store import load_bank
     from labelfix.data import load_pair, open_dataset
-    from labelfix.predict import prepare, run_model
+    from labelfix.inference.prepare import prepare
+    from labelfix.inference.run import run_model
 
     b = load_bank(bank)
     items = []

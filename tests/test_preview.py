@@ -1,7 +1,7 @@
 import numpy as np
 
 from labelfix.classes import ClassSet
-from labelfix.preview import THUMB, overlay, shrink_any, thumbnail_shape
+from labelfix.repair.preview import THUMB, overlay, shrink_any, thumbnail_shape
 
 CLASSES = ClassSet(names=[f"c{i}" for i in range(21)], ignore_index=255, background_index=0)
 

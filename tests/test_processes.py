@@ -4,8 +4,10 @@ import pytest
 from conftest import run, tree_digest
 
 from labelfix.errors import LabelfixError
-from labelfix.processes import auto_processes, repair_in_processes, shard_from_environment, sub_shards
-from labelfix.repair import RepairSettings, repair_part, shard_of
+from labelfix.repair.discover import shard_of
+from labelfix.repair.processes import auto_processes, repair_in_processes, shard_from_environment, sub_shards
+from labelfix.repair.run import repair_part
+from labelfix.repair.settings import RepairSettings
 
 NAMES = [f"{i:05d}.png" for i in range(400)]
 
@@ -83,7 +85,7 @@ def test_the_command_picks_processes_and_the_library_keeps_one(monkeypatch, tmp_
 
     from labelfix.cli import app
 
-    repair_module = importlib.import_module("labelfix.repair")  # the module; the package names its function so
+    repair_module = importlib.import_module("labelfix.repair.run")
 
     seen = []
 

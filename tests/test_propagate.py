@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from labelfix.propagate import jump_steps, nearest_fill, nearest_seed
+from labelfix.model.propagate import jump_steps, nearest_fill, nearest_seed
 
 
 def brute_force_distance(known):

@@ -6,12 +6,14 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
+from conftest import COLOURS, run, tree_digest
 from PIL import Image
 
-from conftest import COLOURS, run, tree_digest
 from labelfix.classes import voc_palette
 from labelfix.errors import UsageError
-from labelfix.repair import RepairSettings, merge_reports, repair
+from labelfix.repair.report import merge_reports
+from labelfix.repair.run import repair
+from labelfix.repair.settings import RepairSettings
 
 
 @pytest.fixture(params=[(False, 0.0), (True, 0.0), (True, 0.75)], ids=["plain", "guided", "guided+colour"])
@@ -137,7 +139,7 @@ def test_filling_an_outline_alone_does_not_send_a_label_to_review(bank, tmp_path
 
 
 def test_objects_blind_repair_fills_in_background_are_counted_and_sent_to_review(job, bank, monkeypatch):
-    from labelfix import repair as repair_module
+    from labelfix.repair import steps as repair_module
 
     labels, images = job
     real = repair_module.finish_labels
@@ -157,8 +159,8 @@ def test_objects_blind_repair_fills_in_background_are_counted_and_sent_to_review
 
 
 def test_replace_policy_stays_inside_removed_patches(job, bank):
-    from labelfix.bank import load_bank
-    from labelfix.predict import prepare
+    from labelfix.bank.store import load_bank
+    from labelfix.inference.prepare import prepare
 
     labels, images = job
     res = run(labels, images, bank, policy="replace", ratio=0.3)
@@ -355,13 +357,13 @@ def test_a_label_with_nothing_labelled_fails_and_a_mostly_unknown_one_goes_to_re
 
 
 def test_a_small_pixel_budget_takes_one_file_at_a_time_with_the_same_results(job, bank, monkeypatch):
-    import labelfix.repair as repair_module
+    import labelfix.repair.pipeline as repair_module
 
     labels, images = job
     (labels / "broken.png").write_bytes(b"not a png")
     first = run(labels, images, bank, out=labels.parent / "all-at-once")
     taken, most = [], [0]
-    prepare_one = repair_module._prepare_one
+    prepare_one = repair_module.prepare_file
 
     def counting_prepare(path, *args):
         taken.append(path.name)
@@ -372,7 +374,7 @@ def test_a_small_pixel_budget_takes_one_file_at_a_time_with_the_same_results(job
         if event["event"] == "file":
             taken.remove(event["row"]["file"])
 
-    monkeypatch.setattr(repair_module, "_prepare_one", counting_prepare)
+    monkeypatch.setattr(repair_module, "prepare_file", counting_prepare)
     monkeypatch.setattr(repair_module, "PIXELS_IN_FLIGHT", 1)
     second = repair(RepairSettings(labels=labels, images=images, bank=str(bank), device="cpu", batch_size=4,
                                    out=labels.parent / "one-at-a-time", classes="bank"), progress=done)

@@ -9,13 +9,14 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import run, tree_digest
 from PIL import Image
 
-from conftest import run, tree_digest
-from labelfix import repair as repair_module
+from labelfix import api
 from labelfix.errors import BankError, UsageError
 from labelfix.files import OutputError
-from labelfix.outfolder import OutputLock
+from labelfix.repair import steps as repair_module
+from labelfix.repair.outfolder import OutputLock
 
 
 def _rows(result):
@@ -34,7 +35,7 @@ def test_a_killed_run_s_resumed_report_equals_an_uninterrupted_run_s(job, bank, 
                 raise KeyboardInterrupt  # Ctrl-C, or kill -9, after three files were written
 
     with pytest.raises(KeyboardInterrupt):
-        repair_module.repair(repair_module.RepairSettings(
+        api.repair(api.RepairSettings(
             labels=labels, images=images, bank=str(bank), missing=(255,), out=tmp_path / "killed", classes="bank"),
             kill_after_three)
     assert not (tmp_path / "killed" / "report.json").exists()
@@ -208,7 +209,7 @@ def test_values_that_can_never_match_and_ratios_the_bank_lacks(job, bank, tmp_pa
         with pytest.raises(UsageError, match=f"--missing {value}"):
             run(labels, images, bank, missing=(value,))
     notes = []
-    res = repair_module.repair(repair_module.RepairSettings(labels=labels, images=images, bank=str(bank),
+    res = api.repair(api.RepairSettings(labels=labels, images=images, bank=str(bank),
                                                             ratio=0.9, classes="bank"), notes.append)
     assert {r.ratio for r in res.rows if r.ratio} == {0.7}
     assert any(e["event"] == "note" and "using its nearest, 0.7" in e["message"] for e in notes)

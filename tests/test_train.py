@@ -1,5 +1,5 @@
-import math
 import json
+import math
 import os
 import subprocess
 import sys
@@ -7,11 +7,12 @@ import sys
 import pytest
 import torch
 
-from labelfix.bank import load_bank
+from labelfix.bank.store import load_bank
 from labelfix.classes import ClassSet
-from labelfix.config import preset
 from labelfix.errors import UsageError
-from labelfix.train import TrainSettings, make_training_batch, train_bank
+from labelfix.model.config import preset
+from labelfix.train.loop import make_training_batch, train_bank
+from labelfix.train.settings import TrainSettings
 
 
 def test_bank_trains_on_generic_layout_with_5_classes(bank):

@@ -39,8 +39,8 @@ def bench(
     plot: Optional[Path] = typer.Option(None, "--plot", metavar="FILE", rich_help_panel="Output", show_default=False,
                                         help="Write a PNG of PA-mIoU against mask ratio."),
 ):
-    from ..bench import METRICS, BenchSettings  # torch: imported when a command runs, not for --help
-    from ..bench import bench as run_bench
+    from ..bench.evaluate import METRICS, BenchSettings  # torch: imported when a command runs, not for --help
+    from ..bench.evaluate import bench as run_bench
 
     if metric not in METRICS:
         raise UsageError(f"--metric {metric}: choose one of {', '.join(METRICS)}")
@@ -81,6 +81,6 @@ def bench(
         write_atomic(json_file, json.dumps(asdict(result), indent=2).encode())
         console.print(f"figures written to {json_file}")
     if plot:
-        from ..plot import plot_pa_miou
+        from ..bench.plot import plot_pa_miou
         plot_pa_miou(result, plot)
         console.print(f"plot written to {plot}")

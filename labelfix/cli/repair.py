@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..errors import UsageError
-from ..processes import shard_from_environment
+from ..repair.processes import shard_from_environment
 from ._common import console, flag, handle_errors, parse_ints, printable
 
 
@@ -95,8 +95,9 @@ def repair(
              "The last shard to finish joins the reports."),
     merge: bool = flag(False, "--merge-reports", panel=SHARDS, help="Join the shard reports in --out, then exit."),
 ):
-    from ..repair import RepairSettings, merge_reports  # torch: imported when a command runs, not for --help
-    from ..repair import repair as run_repair
+    from ..repair.report import merge_reports  # torch: imported when a command runs, not for --help
+    from ..repair.run import repair as run_repair
+    from ..repair.settings import RepairSettings  # torch: imported when a command runs, not for --help
 
     if merge:
         target = out or (labels.resolve().with_name(labels.resolve().name + "-repaired"))

@@ -8,7 +8,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ._common import console, flag, handle_errors, parse_floats
 
-
 DATA, MODEL, SCHEDULE, RUN = "Data", "Model", "Schedule", "Run"
 
 EXAMPLES = """Examples:
@@ -68,7 +67,8 @@ def train(
                                                 show_default=False, help="Stop cleanly after this long (resumable)."),
     quiet: bool = flag(False, "--quiet", "-q", panel=RUN, help="Print only the bank folder."),
 ):
-    from ..train import TrainSettings, train_bank  # torch: imported when a command runs, not for --help
+    from ..train.loop import train_bank  # torch: imported when a command runs, not for --help
+    from ..train.settings import TrainSettings  # torch: imported when a command runs, not for --help
 
     settings = TrainSettings(data=data, out=out, ratios=parse_floats(ratios, "--ratios"), preset=preset, epochs=epochs,
                              finetune_epochs=finetune_epochs, batch_size=batch_size, input_size=input_size,

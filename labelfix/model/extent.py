@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .regions import components
 from .propagate import nearest_fill
+from .regions import components
 
 FEATURES = 8
 HIDDEN = 32

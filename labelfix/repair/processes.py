@@ -23,10 +23,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from .errors import LabelfixError
+from ..errors import LabelfixError
 
 if TYPE_CHECKING:
-    from .repair import RepairSettings
+    from .settings import RepairSettings
 
 # Starting costs: a child takes 2-5 s to import torch, start CUDA and load the bank, and its first batches
 # are slow. On a 16-core H100 host, 4 processes repaired 300 labels in 15.9 s and 1,111 in 19.3 s, one

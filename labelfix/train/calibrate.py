@@ -30,12 +30,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bank import load_bank, update_manifest
+from ..bank.manifest import update_manifest
+from ..bank.store import load_bank
+from ..bench.metrics import confusion, mean_iou
+from ..data import load_pair
+from ..inference.finish import finish_labels
+from ..inference.guided import RADIUS
+from ..inference.prepare import prepare
+from ..inference.run import run_model
 from .damage import background_cells, random_blocks
-from .data import load_pair
-from .metrics import confusion, mean_iou
-from .guided import RADIUS
-from .predict import finish_labels, prepare, run_model
 
 # above 1 the correction is amplified: blind repair, where the prior keeps the suspect background's
 # label, gains from it (VOC: blocks set to background 27 -> 36 mIoU at 1.5)
@@ -108,7 +111,7 @@ def _mode_score(confs: list[torch.Tensor], mode: str) -> float | None:
     return mean_iou(sum(confs))
 
 
-def _measure(bank, pairs, settings: dict, device, seed: int, step=None, refiners: tuple = ()):
+def measure(bank, pairs, settings: dict, device, seed: int, step=None, refiners: tuple = ()):
     """mIoU per (mode, setting) (None where the mode had nothing to score) and blind changes per
     (case, setting) for settings {mode: [setting]} (a mode with none is not run).
 
@@ -167,7 +170,7 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0, progress=
         if progress:
             progress({"event": "calibrate-step", "done": done[0], "total": 2 * len(pairs)})
 
-    measures, changes = _measure(bank, pairs, {m: SETTINGS for m in MODES}, device, seed, step)
+    measures, changes = measure(bank, pairs, {m: SETTINGS for m in MODES}, device, seed, step)
     # a mode with no case (blind repair of a bank without a background class) keeps the whole correction
     measured = [m for m in MODES if measures[(m, SETTINGS[0])] is not None]
     scores = {m: {} for m in measured}
@@ -197,7 +200,7 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0, progress=
     extents = (0.0,) + EXTENTS if bank.extent() is not None else (0.0,)
     biased = {m: [first[m][:4] + (b, e) for b in (0.0,) + BIASES for e in extents if b or e] if m in measured else []
               for m in MODES}
-    record(*_measure(bank, pairs, biased, device, seed, step))
+    record(*measure(bank, pairs, biased, device, seed, step))
     best = {m: best_of(m, [first[m]] + biased[m]) for m in measured}
     calibration = {"images": len(pairs), "chosen": {m: setting_name(*st) for m, st in best.items()},
                    "scores": scores}

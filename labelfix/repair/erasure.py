@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .regions import row_runs
+from ..model.regions import row_runs
 
 MIN_EDGE = 0.03          # shortest cut edge, as a share of the label's longer side (at least 8 px)
 MIN_DIRECT = 0.6         # share of a cut edge where object touches background directly (not outline)

@@ -21,8 +21,8 @@ from pathlib import Path, PurePosixPath
 
 from filelock import FileLock, Timeout
 
-from .errors import UsageError
-from .files import TEMPORARY_SUFFIX, write_atomic
+from ..errors import UsageError
+from ..files import TEMPORARY_SUFFIX, write_atomic
 
 MARKER = ".labelfix-output"
 MARKER_TEXT = b"labelfix writes this folder\n"

@@ -1,31 +1,24 @@
-"""Inference shared by repair and bench: fit a label to the model grid, run the bank, map back.
-
-All removal decisions are made at the model's grid; pixel decisions at the original size.
-"""
+"""Finish a correction at the label's own size: upsample, add the prior, filter, refine."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from .bank import Bank
-from .boundary import BAND_RADIUS, band, pixel_features, scale_for
+from ..model.propagate import nearest_fill
+from ..model.refiner import BAND_RADIUS, band, pixel_features, scale_for
 from .colour import colour_log_likelihood
-from .extent import output_features
-from .masking import expand_mask, hole_patches, patch_mean, strategy_mask
-from .device import inference_autocast, resolve_precision
+from .correction import Correction
 from .guided import RADIUS, ImageGuide, pixel_grid_at, sample_at
-from .propagate import nearest_fill
 
 # blind fill: a labelled pixel takes a new class only where the model is at least this sure of it. VOC val,
 # bundled bank, 256 px (repair_quality): undamaged pixels changed on clean labels 0.43% -> 0.17%, with dropped
 # objects 0.69% -> 0.44%, dropped objects 32.0 -> 31.9 mIoU, blocks set to 0 unchanged (80.4); at 0.5:
 # 0.21% / 0.48% / 32.0, at 0.7: 0.14% / 0.41% / 31.9
 OVERTURN_CONFIDENCE = 0.6
+
+
 # labels whose longer side exceeds BLOCKS_ABOVE are finished on f x f blocks, f the least that brings the
 # longer side to at most BLOCK_GRID_AT_MOST (at least 2). VOC val at 500 px (2 x 2): blocks erased to 255
 # 86.3 -> 86.0 mIoU, the paper's cells 50.5 -> 51.1, finishing 28 -> 16 ms a label on one thread; blind fill
@@ -33,231 +26,9 @@ OVERTURN_CONFIDENCE = 0.6
 # A 2048 x 1536 label on 4 x 4 blocks takes 69 ms instead of 176 on 2 x 2 (at 1024 px, 3 x 3 blocks instead
 # of 2 x 2 cost 0.6 mIoU on blocks and 1.0 on cells).
 BLOCKS_ABOVE = 384
+
+
 BLOCK_GRID_AT_MOST = 512
-
-
-@dataclass
-class ModelInput:
-    """One label prepared for the model (tensors at the model size S) and the pixel maps back."""
-    image: torch.Tensor        # (3, S, S) float in [0, 1]
-    label_in: torch.Tensor     # (S, S) long, -1 = unknown to the model
-    removed: torch.Tensor      # (L,) bool, 1 = removed patch
-    editable: torch.Tensor     # (S, S) bool, the pixels the model decides
-    removed_full: np.ndarray   # (H, W) bool: removed patches at the original size
-    hidden_full: np.ndarray    # (H, W) bool: pixels whose label the prior must not use
-    ratio: float               # the bank model that handles this label
-    mode: str = "missing"      # missing | replace | blind: which calibrated correction weight applies
-    encoder_image: torch.Tensor | None = None  # (3, E, E) in [0, 1]: the image for the bank's image encoder
-
-
-def resize_image(image: np.ndarray, size: int) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, S, S) float in [0, 1]."""
-    img = np.array(Image.fromarray(image).resize((size, size), Image.BILINEAR))
-    return torch.from_numpy(img).permute(2, 0, 1).float() / 255.0
-
-
-def resize_label(label: np.ndarray, size: int) -> torch.Tensor:
-    """(H, W) int (-1 allowed) -> (S, S) long, nearest."""
-    lab = Image.fromarray(label.astype(np.int32)).resize((size, size), Image.NEAREST)
-    return torch.from_numpy(np.array(lab, dtype=np.int64))
-
-
-def resize_any(mask: np.ndarray, size: int) -> torch.Tensor:
-    """(H, W) bool -> (S, S) bool, True where any source pixel under a model pixel is set (small holes survive)."""
-    m = torch.from_numpy(mask.astype(np.float32))[None, None]
-    return F.adaptive_max_pool2d(m, size)[0, 0] > 0 if min(mask.shape) >= size else \
-        F.interpolate(m, size=(size, size), mode="nearest")[0, 0] > 0
-
-
-def to_original_size(mask_small: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
-    """(S, S) bool at the model grid -> (H, W) bool at the original size (nearest).
-
-    torch's nearest interpolation, as a gather: the source of output row i is floor(i * (S / H)), all in
-    float32 as torch computes it (a gather of bytes is 4x cheaper than interpolating floats)."""
-    small = mask_small.numpy()
-    rows, cols = (_nearest_source(n, size) for n, size in zip(small.shape, shape))
-    return small[rows[:, None], cols[None]]
-
-
-def _nearest_source(n: int, size: int) -> np.ndarray:
-    """(size,) the source index of each output index of torch's nearest resize from n to size."""
-    scale = np.float32(n) / np.float32(size)
-    return np.minimum(np.floor(np.arange(size, dtype=np.float32) * scale).astype(np.int64), n - 1)
-
-
-def background_fraction(label: np.ndarray, background_index: int | None) -> float:
-    """Share of pixels that are background or unlabelled (label < 0)."""
-    bg = label < 0
-    if background_index is not None:
-        bg |= label == background_index
-    return float(bg.mean())
-
-
-def prepare(image: np.ndarray, label: np.ndarray, bank: Bank, *, missing: np.ndarray | None = None,
-            ratio: float | None = None, strategy: str = "background-first",
-            policy: str = "fill") -> tuple[ModelInput, np.ndarray]:
-    """Decide what to remove and what the model may see.
-
-    image (H, W, 3) uint8; label (H, W) int64 model indices (-1 = unlabelled).
-    missing (H, W) bool: explicit missing pixels, all of them filled; the patches holding holes of them
-    are removed (masking.hole_patches: thin lines such as VOC's outlines stay in visible patches).
-    Otherwise (blind) `ratio` of the patches are removed with `strategy` (default background-first).
-    Returns the model input and `allowed` (H, W) bool: the pixels the result may change.
-    """
-    cfg = bank.config
-    S, p, bg = cfg.input_size, cfg.patch_size, bank.classes.background_index
-    H, W = label.shape
-    label_s = resize_label(label, S)
-    if missing is not None:
-        missing_s = resize_any(missing, S)
-        removed = hole_patches(missing_s[None], p)[0]
-        used_ratio = bank.nearest_ratio(float(removed.float().mean())) if ratio is None else ratio
-    else:
-        frac = background_fraction(label, bg)
-        used_ratio = bank.nearest_ratio(frac) if ratio is None else ratio
-        bg_s = (label_s < 0) | (label_s == bg) if bg is not None else label_s < 0
-        bg_frac = patch_mean(bg_s[None], p)
-        removed = strategy_mask(strategy, bg_frac, used_ratio)[0]
-    removed_px = expand_mask(removed[None], cfg.grid, p)[0]  # (S, S)
-    removed_full = to_original_size(removed_px, (H, W))
-    if missing is not None:
-        # explicit missing values: unknown, and the only pixels that change (fill)
-        # at the model size the holes are resized like the labels in training (nearest); every patch
-        # holding a hole is removed all the same, and the result is decided at the original size
-        hidden_s = label_s < 0 if policy == "fill" else removed_px | (label_s < 0)
-        hidden_full = missing if policy == "fill" else removed_full | missing
-        editable_s, allowed = hidden_s, hidden_full
-    elif policy == "replace":
-        # the paper's behaviour: removed patches are reconstructed whole
-        hidden_s = removed_px | (label_s < 0)
-        hidden_full = removed_full | (label < 0)
-        editable_s, allowed = hidden_s, hidden_full
-    else:
-        # blind fill: background and unlabelled pixels of removed patches are suspect; unlabelled ones
-        # are unknown, background ones keep their label in the prior, and the model may change either
-        bg_full = (label < 0) | (label == bg) if bg is not None else label < 0
-        bg_small = (label_s < 0) | (label_s == bg) if bg is not None else label_s < 0
-        hidden_s, hidden_full = label_s < 0, label < 0
-        editable_s, allowed = removed_px & bg_small, removed_full & bg_full
-    label_in = torch.where(hidden_s, torch.full_like(label_s, -1), label_s)
-    mode = "missing" if missing is not None else ("replace" if policy == "replace" else "blind")
-    encoder_image = resize_image(image, cfg.encoder_size) if cfg.encoder != "none" else None
-    mi = ModelInput(resize_image(image, S), label_in, removed, editable_s, removed_full, hidden_full, used_ratio, mode,
-                    encoder_image)
-    return mi, allowed
-
-
-@dataclass
-class Correction:
-    """The model's verdict on one label, at the model grid, to be finished at the original size."""
-    logits: torch.Tensor       # (K, S, S): the model's logits minus the prior term, times the mode's weight
-    prior_weight: float        # weight of the one-hot nearest-label prior the model adds to its logits
-    reach: float               # at the model grid, the farthest any pixel is from a known pixel
-    guided: bool = False       # finish with the image-guided filter (guided.py)
-    colour: float = 0.0        # weight of the image's colour evidence (colour.py) added to the logits
-    radius: float = RADIUS     # the guided filter's window radius, a share of the image's longer side
-    background: int | None = None  # the background class, which `background_bias` favours
-    background_bias: float = 0.0   # added to the background logit everywhere (calibrated per mode)
-    extent: torch.Tensor | None = None  # (S, S) the bank's learned background bias per pixel (extent.py)
-    extent_scale: float = 0.0      # how much of `extent` is added (calibrated per mode)
-    # the boundary refiner's passes, in order: each decides the background/object boundaries the one
-    # before it left (boundary.py); none, one or two (Bank.refiners)
-    refiners: tuple[torch.nn.Module, ...] = ()
-
-    def scaled(self, weight: float, guided: bool | None = None, colour: float | None = None,
-               radius: float | None = None, background_bias: float | None = None,
-               extent_scale: float | None = None) -> "Correction":
-        return Correction(self.logits * weight, self.prior_weight, self.reach,
-                          self.guided if guided is None else guided, self.colour if colour is None else colour,
-                          self.radius if radius is None else radius, self.background,
-                          self.background_bias if background_bias is None else background_bias, self.extent,
-                          self.extent_scale if extent_scale is None else extent_scale, self.refiners)
-
-    def final_logits(self) -> torch.Tensor:
-        """(K, S, S) the correction with the background biases added."""
-        uses_extent = self.extent is not None and self.extent_scale != 0
-        if (not self.background_bias and not uses_extent) or self.background is None:
-            return self.logits
-        out = self.logits.clone()
-        out[self.background] += self.background_bias
-        if uses_extent:
-            out[self.background] += self.extent_scale * self.extent
-        return out
-
-
-@torch.no_grad()
-def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = True,
-              precision: str = "auto") -> list[Correction]:
-    """The model's correction to the prior, per item, each computed alone (the same whatever the batch).
-
-    The nearest-label prior term is taken out here and added back at the original size by
-    `finish_labels`, so labels keep full-resolution detail where the model does not disagree. Each
-    correction carries the finishing the bank's calibration chose for the item's repair mode
-    (`Bank.finishing`: weight, filter, colour evidence, background bias), unless `calibrated` is False.
-    precision: auto, fp32 or bf16 (device.resolve_precision).
-    """
-    device = torch.device(device)
-    out: list = [None] * len(items)
-    # the finishing runs on the CPU: its refiner multiplies in bf16 where the CPU does so natively
-    refiner_bf16 = resolve_precision(precision, torch.device("cpu")) == "bf16"
-    # one label at a time: a batch's shapes (its padding, the kernels they select) would make a label's
-    # numbers, and so now and then a pixel of its output, depend on the labels it shares a batch with
-    for i, item in enumerate(items):
-        idx, ratio = [i], item.ratio
-        model = bank.model(ratio, device, bf16_weights=resolve_precision(precision, device) == "bf16")
-        image = torch.stack([items[i].image for i in idx]).to(device)
-        label = torch.stack([items[i].label_in for i in idx]).to(device)
-        removed = torch.stack([items[i].removed for i in idx]).to(device)
-        editable = torch.stack([items[i].editable for i in idx]).to(device)
-        # computed once: the model's input and its prior; the 2-D mending passes (40% of the cost) settle
-        # rare near-ties between two equally near known pixels, which do not matter to the model
-        nearest = nearest_fill(label, with_distance=True, mend=False)
-        with inference_autocast(device, precision):
-            features = encode(bank, [items[i] for i in idx], device)
-            logits = model(image, label, removed, editable, nearest=nearest, without_prior=True,
-                           features=features).float()
-        scale = float(model.prior_scale) if model.prior_scale is not None else 0.0
-        # the learned background bias only where a mode applies it (calibration measures every mode)
-        wanted = not calibrated or any(bank.finishing(items[i].mode)[5] for i in idx)
-        extent = _extent_maps(bank, label, nearest, logits, scale) if wanted else None
-        logits = logits.cpu()
-        reach = nearest[1].flatten(1).amax(1).cpu()  # (B,)
-        for j, i in enumerate(idx):
-            plain = Correction(logits[j], scale, float(reach[j]), background=bank.classes.background_index,
-                               extent=None if extent is None else extent[j])
-            if calibrated:
-                out[i] = plain.scaled(*bank.finishing(items[i].mode))
-                out[i].refiners = bank.refiners(items[i].mode, bf16=refiner_bf16)
-            else:
-                out[i] = plain
-    return out
-
-
-def encode(bank: Bank, items: list[ModelInput], device) -> list[torch.Tensor] | None:
-    """The bank's image encoder's feature maps of the items' images, or None for a bank without one."""
-    encoder = bank.encoder(device)
-    if encoder is None:
-        return None
-    images = torch.stack([it.encoder_image for it in items]).to(device)
-    return encoder(images.contiguous(memory_format=torch.channels_last))
-
-
-def _extent_maps(bank: Bank, label: torch.Tensor, nearest, logits: torch.Tensor, prior_scale: float):
-    """(B, S, S) the bank's learned background bias (extent.py) on the CPU, or None if it has none.
-
-    label (B, S, S) what the model saw (-1 unknown); nearest (labels, distances) from nearest_fill;
-    logits (B, K, S, S) the model's output without its prior, which is added back here."""
-    extent = bank.extent()
-    if extent is None or bank.classes.background_index is None:
-        return None
-    labels, distance = (t.cpu() for t in nearest)
-    x, _ = output_features(label.cpu(), labels, distance, logits.cpu(), prior_scale, bank.classes.background_index,
-                           float(bank.manifest["extent"]["correction_share"]))
-    hole = label.cpu() < 0
-    out = torch.zeros(hole.shape)
-    with torch.no_grad():
-        out[hole] = extent(x[hole])  # known pixels keep 0: the prior decides next to them
-    return out
 
 
 def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray, allowed: np.ndarray,

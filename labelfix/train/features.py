@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save
 
-from .data import TrainSamples
-from .files import write_atomic
+from ..files import write_atomic
+from .samples import TrainSamples
 
 MAPS = ("stride8", "stride16", "stride32")
 

@@ -17,15 +17,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import __version__
-from .bank import Bank, load_bank
+from .. import __version__
+from ..bank.store import Bank, load_bank
+from ..data import load_pair, open_dataset
+from ..device import pick_device, resolve_precision
+from ..errors import UsageError
+from ..inference.finish import finish_labels
+from ..inference.prepare import prepare
+from ..inference.run import run_model
+from ..model.masking import STRATEGIES
 from .baselines import crf_available, dense_crf, leave_as_background, nearest_label
-from .data import load_pair, open_dataset
-from .device import pick_device, resolve_precision
-from .errors import UsageError
-from .masking import STRATEGIES
 from .metrics import confusion, iou_per_class, mean_iou, pixel_accuracy
-from .predict import finish_labels, prepare, run_model
 
 METRICS = ("pa-miou", "miou", "all")
 
@@ -137,7 +139,8 @@ def measure_speed(bank: Bank, data, device, s: BenchSettings, ratio: float) -> d
     # whole path: write the labels of the benchmark images to a temporary folder and repair them
     from PIL import Image
 
-    from .repair import RepairSettings, repair
+    from ..repair.run import repair
+    from ..repair.settings import RepairSettings
     with tempfile.TemporaryDirectory() as tmp:
         lab_dir, img_dir = Path(tmp) / "labels", Path(tmp) / "images"
         lab_dir.mkdir()

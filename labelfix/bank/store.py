@@ -1,20 +1,4 @@
-"""A model bank: one L-MAE per mask ratio, in a folder.
-
-    manifest.json   format version, model config, classes (names, ignore, background, palette),
-                    input and patch size, {ratio: {file, sha256}}, training summary
-    ratio-0.50.safetensors, ...
-    encoder.safetensors   the frozen image encoder (encoder.py) of a model config whose `encoder` is not
-                    "none", {encoder: {file, sha256, source, licence}} in the manifest
-    extent.safetensors    optional: the learned background bias of holes (extent.py), {extent: {file,
-                    sha256, hidden, correction_share, samples}}
-    refiner.safetensors   optional: the boundary refiner (boundary.py), {refiner: {file, sha256, hidden,
-                    samples, modes (where it applies), scores (with and without, per mode)}}
-    refiner-second.safetensors   optional: its second pass, {refiner_second: {the same fields}}, applied
-                    after the first where both list the mode
-
-Loading checks the format version, each file's sha256, and the weights' keys and shapes, and says
-what is wrong. `hf://ORG/REPO[@REVISION]` is fetched with huggingface_hub (its cache works offline).
-"""
+"""A model bank on disk: load, check and save its weights."""
 
 from __future__ import annotations
 
@@ -27,24 +11,20 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
-from .boundary import BoundaryRefiner
-from .classes import ClassSet
-from .config import LMAEConfig
-from .encoder import build as build_encoder
-from .errors import BankError
-from .files import write_atomic
-from .extent import ExtentBias
-from .model import LMAE
-
-FORMAT_VERSION = 1
-# the manifest entries of the boundary refiner's passes, in the order they decide
-REFINER_PASSES = ("refiner", "refiner_second")
-MANIFEST = "manifest.json"
+from ..classes import ClassSet
+from ..errors import BankError
+from ..files import write_atomic
+from ..model.config import LMAEConfig
+from ..model.encoder import build as build_encoder
+from ..model.extent import ExtentBias
+from ..model.lmae import LMAE
+from ..model.refiner import BoundaryRefiner
+from .manifest import FORMAT_VERSION, MANIFEST, REFINER_PASSES
 
 
 def _bundled_bank() -> Path:
     """The bank that ships with labelfix: inside the installed package, or in a source checkout's checkpoints/."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent  # labelfix/
     installed = package / "checkpoints" / "voc"
     return installed if (installed / MANIFEST).exists() else package.parent / "checkpoints" / "voc"
 
@@ -72,32 +52,6 @@ def save_weights(model: torch.nn.Module, path: Path, half: bool = False) -> str:
              for k, v in model.state_dict().items()}
     write_atomic(path, save(state))
     return sha256(path)
-
-
-def write_manifest(folder: Path, cfg: LMAEConfig, classes: ClassSet, files: dict[str, dict], extra: dict | None = None):
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "model_config": cfg.to_dict(),
-        "classes": classes.to_dict(),
-        "input_size": cfg.input_size,
-        "patch_size": cfg.patch_size,
-        "ratios": dict(sorted(files.items())),
-        **(extra or {}),
-    }
-    _write_manifest_json(folder, manifest)
-    return manifest
-
-
-def update_manifest(folder: Path, entries: dict) -> dict:
-    """Set top-level manifest entries (calibration, the small fitted models) and write it back atomically."""
-    manifest = json.loads((Path(folder) / MANIFEST).read_text())
-    manifest.update(entries)
-    _write_manifest_json(folder, manifest)
-    return manifest
-
-
-def _write_manifest_json(folder: Path, manifest: dict) -> None:
-    write_atomic(Path(folder) / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
 @dataclass

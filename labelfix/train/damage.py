@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .masking import background_pixels
+from ..model.masking import background_pixels
 
 
 def random_blocks(batch: int, height: int, width: int, coverage: float, generator: torch.Generator,

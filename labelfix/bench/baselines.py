@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .propagate import nearest_fill
+from ..model.propagate import nearest_fill
 
 
 def leave_as_background(label: np.ndarray, unknown: np.ndarray, background_index: int | None) -> np.ndarray:

@@ -9,8 +9,7 @@ processes under `torchrun` (DistributedDataParallel; gloo on CPU, nccl on CUDA).
 Then, where there is a background class, the learned background bias of
 holes (extent.py) on the model's own output; each repair mode is calibrated (calibrate.py); and the
 boundary refiner (boundary.py) is fitted on the calibrated bank's repairs and kept for the modes it
-improves, then its second pass on the boundaries the first leaves.
-"""
+improves, then its second pass on the boundaries the first leaves."""
 
 from __future__ import annotations
 
@@ -21,77 +20,33 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
-from .bank import (DEFAULT_BANK, Bank, load_bank, load_encoder, ratio_key, save_weights, sha256,
-                   update_manifest, write_manifest)
-from .classes import ClassSet
-from .config import LMAEConfig, preset
+from ..bank.manifest import write_manifest
+from ..bank.store import DEFAULT_BANK, Bank, load_bank, load_encoder, ratio_key, save_weights, sha256
+from ..bench.metrics import confusion, mean_iou
+from ..classes import ClassSet
+from ..data import open_dataset
+from ..device import autocast, fit_threads_to_load, pick_device
+from ..errors import UsageError
+from ..files import write_atomic
+from ..model.config import LMAEConfig, preset
+from ..model.encoder import ImageEncoder
+from ..model.lmae import LMAE, count_parameters
+from ..model.loss import class_weights, weighted_cross_entropy
+from ..model.masking import background_first_mask, background_pixels, expand_mask, hole_patches, mixed_mask, patch_mean
+from ..model.propagate import nearest_fill
 from .damage import blind_editable, drop_classes, random_blocks
-from .data import EpochTaggedSampler, TrainSamples, load_pair, open_dataset
-from .device import autocast, fit_threads_to_load, pick_device
-from .encoder import ImageEncoder
-from .errors import UsageError
 from .features import attach
-from .files import write_atomic
-from .loss import class_weights, weighted_cross_entropy
-from .masking import (background_first_mask, background_pixels, expand_mask, mixed_mask, patch_mean,
-                      hole_patches)
-from .metrics import confusion, mean_iou
-from .model import LMAE, count_parameters
-from .propagate import nearest_fill
+from .finish import finish_bank
+from .samples import EpochTaggedSampler, TrainSamples
+from .settings import DAMAGE_KINDS, FINETUNE_SHARE, TrainResult, TrainSettings
 
-DAMAGE_KINDS = ("paper", "missing-blocks", "blind-blocks", "blind-objects")
-FINETUNE_SHARE = 0.2  # of --budget-minutes, for the per-ratio fine-tunes together
 SAVE_EVERY_S = 60.0   # resumable training state, at most this often (and at every stage's end)
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    data: Path
-    out: Path
-    ratios: tuple[float, ...] = (0.3, 0.5, 0.7)
-    preset: str = "small"
-    epochs: int = 30                 # base model epochs, mask ratios mixed
-    finetune_epochs: int = 3         # per ratio, starting from the base model
-    batch_size: int = 16
-    input_size: int | None = None    # default: the preset's
-    patch_size: int | None = None
-    lr: float = 5e-4
-    finetune_lr: float = 2e-4
-    weight_decay: float = 1e-4
-    damage_mix: tuple[float, ...] = (0.4, 0.3, 0.15, 0.15)  # DAMAGE_KINDS shares
-    min_crop: float = 0.35           # smallest share of an image's area a training crop keeps
-    views: int = 8                   # with an image encoder: fixed crops per image, whose features are cached
-    encoder_weights: str | None = None  # the image encoder's weights (default: the --init or the bundled bank's)
-    loss_on: str = "removed"         # "removed": unknown pixels only; "all": every labelled pixel
-    train_split: str = "train"
-    val_split: str = "val"
-    val_every: int = 5               # epochs between validations
-    val_images: int = 96             # val images used during training (0 = all)
-    device: str = "auto"
-    seed: int = 0
-    workers: int = 0
-    resume: bool = False
-    max_minutes: float | None = None  # stop cleanly (state saved, resumable) after this long
-    budget_minutes: float | None = None  # fit the schedule to this much training time (epochs become upper bounds)
-    limit_images: int | None = None   # use only the first N training images (tests, smoke runs)
-    calibrate_images: int = 64        # val images that set each repair mode's correction weight (0 = skip)
-    init: str | None = None           # start from this bank's weights (same classes; its model config wins)
-
-
-@dataclass
-class TrainResult:
-    bank: Path
-    stages_done: list[str]
-    seconds: float
-    finished: bool
-    final_val: dict = field(default_factory=dict)
 
 
 def make_training_batch(label: torch.Tensor, ratio: float, cfg: LMAEConfig, classes: ClassSet,
@@ -172,8 +127,6 @@ def validate(model: LMAE, samples: TrainSamples, ratio: float, classes: ClassSet
             "nearest_pa_miou": mean_iou(conf_nn)}
 
 
-# -- resumable state (safetensors + JSON, no pickles) --------------------------------------------
-
 def _save_state(folder: Path, model, opt, sched, info: dict):
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / "model.safetensors",
@@ -251,159 +204,6 @@ def _load_init(model: LMAE, bank, ratio: float, weights: torch.Tensor) -> None:
     model.load_state_dict(bank.model(ratio, "cpu").state_dict())
     model.logit_bias.copy_(-torch.log(weights))
 
-
-def _missing_hole_cases(bank, classes: ClassSet, pairs, gen: torch.Generator, batch: int):
-    """The damage the bank's small fitted models learn from: each training label with random blocks and
-    with the paper's cells made missing, prepared for `--missing` repair. Yields, per `batch` labels, a
-    list of (image, label, damaged label, model input, allowed) with the two holes of each label in turn."""
-    from .damage import background_cells
-    from .predict import prepare
-
-    for start in range(0, len(pairs), batch):
-        cases = []
-        for img_path, lab_path in pairs[start:start + batch]:
-            image, label = load_pair(img_path, lab_path, classes)
-            H, W = label.shape
-            blocks = random_blocks(1, H, W, 0.3, gen)[0].numpy()
-            for hole in (blocks, background_cells(label, classes.background_index)):
-                damaged = np.where(hole, -1, label)
-                item, allowed = prepare(image, damaged, bank, missing=damaged < 0)
-                cases.append((image, label, damaged, item, allowed))
-        yield cases
-
-
-def fit_extent(bank_dir: Path, pairs, classes: ClassSet, device="cpu", seed: int = 0, batch: int = 16,
-               share: float | None = None) -> dict:
-    """Fit the learned background bias of holes (extent.py) on the bank's own output for training
-    labels with random blocks and with the paper's cells missing, and add it to the bank
-    (extent.safetensors and the manifest's `extent`). A bank without a background class gets none.
-    share: of the model's correction, as extent.CORRECTION_SHARE by default. Returns what it did, for the
-    progress log."""
-    from .extent import CORRECTION_SHARE, hole_samples, output_features, train_extent
-    from .predict import resize_label, run_model
-    from .propagate import nearest_fill
-
-    t0 = time.time()
-    bg = classes.background_index
-    if bg is None:
-        return {"samples": 0, "seconds": round(time.time() - t0, 1)}
-    bank = load_bank(bank_dir)
-    share = CORRECTION_SHARE if share is None else share
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
-    x, logits, truth = [], [], []
-    resized = (None, None)  # (label, its truth at the model grid): a label's two holes come in turn
-    for cases in _missing_hole_cases(bank, classes, pairs, gen, batch):
-        items = [item for _, _, _, item, _ in cases]
-        for (_, label, _, item, _), corr in zip(cases, run_model(bank, items, device, calibrated=False)):
-            if resized[0] is not label:
-                resized = (label, resize_label(label, bank.config.input_size))
-            label_s = resized[1]
-            nearest, distance = nearest_fill(item.label_in[None], with_distance=True, mend=False)
-            features, with_prior = output_features(item.label_in[None], nearest, distance, corr.logits[None],
-                                                   corr.prior_weight, bg, share)
-            sample = hole_samples(features[0], with_prior[0], label_s, item.label_in < 0, rng)
-            for out, part in zip((x, logits, truth), sample):
-                out.append(part)
-    extent = train_extent(torch.cat(x), torch.cat(logits), torch.cat(truth), bg, seed=seed)
-    name = "extent.safetensors"
-    samples = sum(len(t) for t in truth)
-    update_manifest(bank_dir, {"extent": {
-        "file": name, "sha256": save_weights(extent, Path(bank_dir) / name),
-        "hidden": extent.net[0].out_features, "correction_share": share, "samples": samples}})
-    return {"samples": samples, "seconds": round(time.time() - t0, 1)}
-
-
-# mIoU a repair mode must gain on the validation labels to use the boundary refiner: more than 64 labels' noise
-# (VOC, bundled bank: missing +1.3, replace +0.9, blind +0.04)
-REFINER_MIN_GAIN = 0.25
-# ... and to use its second pass, which costs as much again (VOC, 500 px, `--missing`: 8% of the whole
-# command's throughput; bundled bank: replace +2.46 kept, missing +0.29 not, though all 289 val labels
-# confirm it there: blocks +0.3, cells +1.1 mIoU)
-REFINER_SECOND_MIN_GAIN = 1.0
-
-
-def fit_refiner(bank_dir: Path, pairs, val_pairs, device="cpu", seed: int = 0, batch: int = 16,
-                second: bool = False) -> dict:
-    """Fit the boundary refiner (boundary.py) on the calibrated bank's own repairs of training labels with
-    random blocks and with the paper's cells made missing, then keep it for the repair modes where it
-    scores at least REFINER_MIN_GAIN better on `val_pairs` (the calibration's cases, calibrate.py) and add
-    it to the bank (refiner.safetensors and the manifest's `refiner`).
-
-    With `second`, fit its second pass instead, on the boundaries the first leaves, for the modes the
-    first applies in, kept where it gains REFINER_SECOND_MIN_GAIN (refiner-second.safetensors and
-    `refiner_second`). Refitting the first drops the second, which learned from the old one's output. A
-    bank without a background class, or whose training labels give no boundary to learn from, gets none.
-    Returns what it did, for the progress log."""
-    from .bank import REFINER_PASSES
-    from .boundary import train_refiner
-    from .calibrate import MODES, _measure, setting_name
-
-    t0 = time.time()
-    key, name = ("refiner_second", "refiner-second.safetensors") if second else ("refiner", "refiner.safetensors")
-    # repairs without this pass (and what learned from it) are what it learns from
-    update_manifest(bank_dir, {k: None for k in REFINER_PASSES[REFINER_PASSES.index(key):]})
-    bank = load_bank(bank_dir)
-    bg = bank.classes.background_index
-    # the modes it may apply in: the second pass only where the first does
-    candidates = [m for m in MODES if not second or bank.refiners(m)]
-    if bg is None or not candidates:
-        return {"samples": 0, "modes": [], "seconds": round(time.time() - t0, 1),
-                "skipped": "no background class" if bg is None else "the first pass applies in no mode"}
-    x, truth = _band_samples(bank, pairs, device, seed, batch)
-    if not len(x):
-        return {"samples": 0, "modes": [], "seconds": round(time.time() - t0, 1)}
-    refiner = train_refiner(x, truth, seed=seed)
-    # where it applies: the modes it improves on the validation labels, each with its calibrated finishing
-    # and the passes before it; blind repair also keeps to the calibration's limit on changed undamaged pixels
-    settings = {m: [bank.finishing(m)] if m in candidates else [] for m in MODES}
-    before = bank.refiners(candidates[0])  # the first pass where fitting the second, else none
-    (plain, _), (refined, changes) = (_measure(bank, val_pairs, settings, device, seed, refiners=use)
-                                      for use in (before, before + (refiner,)))
-    scores = {m: [round(measures[(m, settings[m][0])], 2) for measures in (plain, refined)]
-              for m in candidates if plain[(m, settings[m][0])] is not None}
-    limit = (bank.manifest.get("calibration") or {}).get("blind_undamaged_changed_pct", {}).get("limit")
-    blind_changed = max((100 * n / max(total, 1) for n, total in changes.values()), default=0.0)
-    gain = REFINER_SECOND_MIN_GAIN if second else REFINER_MIN_GAIN
-    modes = [m for m, (without, with_refiner) in scores.items()
-             if with_refiner >= without + gain and (m != "blind" or limit is None or blind_changed <= limit)]
-    update_manifest(bank_dir, {key: {
-        "file": name, "sha256": save_weights(refiner, Path(bank_dir) / name),
-        "hidden": refiner.net[0].out_features, "samples": len(x), "modes": modes,
-        "scores": {m: {"without": v[0], "with": v[1]} for m, v in scores.items()},
-        "setting": {m: setting_name(*settings[m][0]) for m in scores}, "images": len(val_pairs)}})
-    return {"samples": len(x), "modes": modes, "scores": scores, "seconds": round(time.time() - t0, 1)}
-
-
-def _band_samples(bank, pairs, device, seed: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """What the next refiner pass reads at SAMPLES_PER_LABEL band pixels of each damaged training label
-    (the bank's `--missing` repairs, with the passes it has): (n, F) features and (n,) float, 1 where the
-    truth is background."""
-    from .boundary import SAMPLES_PER_LABEL
-    from .predict import finish_labels, run_model
-
-    bg = bank.classes.background_index
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
-    x, truth = [], []
-    for cases in _missing_hole_cases(bank, bank.classes, pairs, gen, batch):
-        corrections = run_model(bank, [c[3] for c in cases], device)
-        for (image, label, damaged, item, allowed), corr in zip(cases, corrections):
-            band_inputs = []
-            finish_labels(corr, damaged, item.hidden_full, allowed, image, band_inputs=band_inputs)
-            if not band_inputs:
-                continue
-            ys, xs, features = band_inputs[0]
-            labelled = np.flatnonzero(label[ys, xs] >= 0)
-            chosen = rng.choice(labelled, min(SAMPLES_PER_LABEL, len(labelled)), replace=False)
-            x.append(features[torch.from_numpy(chosen)])
-            truth.append(torch.from_numpy(label[ys[chosen], xs[chosen]] == bg).float())
-    if not x:
-        return torch.zeros(0), torch.zeros(0)
-    return torch.cat(x), torch.cat(truth)
-
-
-# -- train_bank and its pieces -------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class _Process:
@@ -711,30 +511,6 @@ def _write_bank_manifest(run: _Run) -> None:
         "val": run.final_val,
         **({"encoder": data.encoder_entry} if data.encoder_entry else {}),
     })
-
-
-def finish_bank(out: Path, classes: ClassSet, train_pairs, val_pairs, device, calibrate_images: int, seed: int = 0,
-                progress: Callable[[dict], None] | None = None) -> None:
-    """Fit the trained bank in `out`: the background bias of holes, each repair mode's calibration, the refiner."""
-    progress = progress or (lambda e: None)
-    cpu = torch.device(device).type == "cpu"
-    if classes.background_index is not None:
-        fit_threads_to_load() if cpu else None
-        progress({"event": "extent", "images": len(train_pairs)})
-        progress({"event": "extent-fitted", **fit_extent(out, train_pairs, classes, device, seed=seed)})
-    if calibrate_images:
-        from .calibrate import calibrate_bank
-        fit_threads_to_load() if cpu else None
-        progress({"event": "calibrate", "images": min(calibrate_images, len(val_pairs))})
-        scores = calibrate_bank(out, val_pairs[: calibrate_images], device, seed=seed, progress=progress)
-        chosen = json.loads((out / "manifest.json").read_text())["calibration"]["chosen"]
-        progress({"event": "calibrated", "scores": scores, "chosen": chosen})
-        if classes.background_index is not None:
-            for second in (False, True):
-                fit_threads_to_load() if cpu else None
-                progress({"event": "refiner", "images": len(train_pairs), "second": second})
-                progress({"event": "refiner-fitted", "second": second, **fit_refiner(
-                    out, train_pairs, val_pairs[: calibrate_images], device, seed=seed, second=second)})
 
 
 def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None) -> TrainResult:

@@ -11,8 +11,8 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
-from .files import write_atomic
-from .classes import ClassSet
+from ..classes import ClassSet
+from ..files import write_atomic
 
 THUMB = 320  # longest side of the preview pictures
 

@@ -1,0 +1,1 @@
+"""A model bank: its manifest and weights, loaded and checked."""

@@ -1,0 +1,1 @@
+"""`labelfix bench`: the paper's metric, baselines, figures and the plot."""

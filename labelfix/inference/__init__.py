@@ -1,0 +1,1 @@
+"""Inference shared by repair, bench and calibration: prepare, run the model, finish the labels."""

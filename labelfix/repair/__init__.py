@@ -1,0 +1,1 @@
+"""`labelfix repair`: settings, discovery and checks, the pipeline, reports, the review page."""

@@ -1,0 +1,1 @@
+"""`labelfix train`: samples, damage, the training loop, and the steps that finish a bank."""
