@@ -3,9 +3,10 @@ on them, its bench and a repair with it. Equal digests before and after a change
 behaviour (a refactor); the per-step digests say where it did.
 
     python benchmarks/fingerprint.py            # prints one line per step and the total
+    PYTHONPATH=OTHER_CHECKOUT python benchmarks/fingerprint.py    # the same of another commit
 
 Runs pinned to one core (taskset), so that thread counts, and with them float sums, do not follow the load.
-Timings and this run's temporary paths are left out of the reports before hashing.
+Timings, this run's temporary paths and the bundled bank's place are left out of the reports before hashing.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,19 +30,25 @@ UNSTABLE_KEYS = ("seconds", "per_s", "created", "elapsed", "started", "finished"
 
 
 def labelfix(*args: str) -> None:
+    """Run the command pinned to one core, outside any checkout (`python -m` would import the one in its cwd)."""
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
-    subprocess.run([*pin, sys.executable, "-m", "labelfix", *args], check=True,
-                   stdout=subprocess.DEVNULL, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    subprocess.run([*pin, sys.executable, "-m", "labelfix", *args], check=True, cwd=tempfile.gettempdir(),
+                   stdout=subprocess.DEVNULL, env={"HF_HUB_OFFLINE": "1", "PATH": os.environ.get("PATH", ""),
+                                                   "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
 
 
 def stable(value, tmp: str):
-    """The value with timings dropped and this run's temporary folder renamed."""
+    """The value with timings dropped, this run's temporary folder and the bundled bank's folder renamed, and
+    null entries left out (absent and null say the same)."""
     if isinstance(value, dict):
-        return {k: stable(v, tmp) for k, v in value.items() if not any(u in k for u in UNSTABLE_KEYS)}
+        return {k: stable(v, tmp) for k, v in value.items()
+                if v is not None and not any(u in k for u in UNSTABLE_KEYS)}
     if isinstance(value, list):
         return [stable(v, tmp) for v in value]
+    if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value):
+        return "<sha256>"  # a file's hash: the files themselves are hashed, and a manifest holds timings
     if isinstance(value, str):
-        return value.replace(tmp, "<tmp>")
+        return "<bundled bank>" if value.endswith("/checkpoints/voc") else value.replace(tmp, "<tmp>")
     return value
 
 

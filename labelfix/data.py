@@ -1,4 +1,4 @@
-"""Datasets on disk: the VOC layout and a generic layout, label reading, and training samples.
+"""Labels and images on disk: reading them, finding a label's image, and the dataset layouts.
 
 VOC:      JPEGImages/*.jpg, SegmentationClass/*.png (palette), ImageSets/Segmentation/{train,val}.txt
 generic:  images/*, labels/*.png (index PNGs), splits/{train,val}.txt, classes.json
@@ -17,8 +17,6 @@ from .classes import ClassSet, voc_palette
 from .errors import DataError, InputFileError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")  # looked for in this order
-
-
 PHOTO_EXTS = tuple(e for e in IMAGE_EXTS if e != ".png")  # images that cannot be labels (labels are PNGs)
 
 
@@ -69,8 +67,6 @@ def read_label(path: Path, max_pixels: int | None = None) -> LabelFile:
 # EXIF orientations that turn an image a quarter (transposed, rotated 90 or 270, transversed): its stored
 # width and height swap when it is shown upright
 _QUARTER_TURNS = (5, 6, 7, 8)
-
-
 _ORIENTATION_TAG = 0x0112
 
 
@@ -101,7 +97,7 @@ def read_image(path: Path, label_shape: tuple[int, int] | None = None) -> np.nda
         raise InputFileError(path, f"is not a readable image ({e})") from None
 
 
-# Cityscapes names a label after its image with another suffix: X_gtFine_labelIds.png is X_leftImg8bit.png's
+# Cityscapes names a label after its image with another suffix: X_gtFine_labelIds.png is X_leftImg8bit.png's label
 CITYSCAPES_LABEL = re.compile(r"^(.+)_gt(?:Fine|Coarse)_(?:labelIds|labelTrainIds)$")
 
 

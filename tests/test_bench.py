@@ -66,7 +66,7 @@ def test_bench_on_classes_without_background(tmp_path, bank):
     img = np.zeros((64, 64, 3), np.uint8)
     lab = np.full((64, 64), 2)
     lab[:, :20] = -1
-    b.classes = dataclasses.replace(b.classes, background_index=None)
+    b.manifest = b.manifest.updated(classes=dataclasses.replace(b.classes, background_index=None))
     mi, _ = prepare(img, lab, b, ratio=0.25, policy="replace")
     # the removed patches are the unlabelled ones on the left
     assert mi.removed_full[:, :16].all() and not mi.removed_full[:, 24:].any()

@@ -177,7 +177,7 @@ def test_each_refiner_pass_reads_the_band_the_one_before_left():
 
 def test_a_bank_applies_its_refiner_only_in_the_modes_it_helps(bank, tmp_path):
     b = load_bank(bank)
-    entry = b.manifest["refiner"]
+    entry = b.manifest.refiner
     assert entry["samples"] > 0 and set(entry["scores"]) <= {"missing", "replace", "blind"}
     for mode, scores in entry["scores"].items():
         assert (mode in entry["modes"]) == (scores["with"] >= scores["without"] + REFINER_MIN_GAIN)

@@ -18,7 +18,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "voc"
 def test_bundled_bank_repairs_the_examples(tmp_path):
     bank = load_bank()  # the default, verified against its manifest hashes
     assert bank.classes.num_classes == 21 and len(bank.ratios) >= 3
-    assert bank.config.encoder == "efficientnet-lite0" and bank.manifest["encoder"]["licence"] == "Apache-2.0"
+    assert bank.config.encoder == "efficientnet-lite0" and bank.manifest.encoder["licence"] == "Apache-2.0"
     labels = tmp_path / "labels"
     shutil.copytree(EXAMPLES / "labels", labels)
     res = repair(RepairSettings(labels=labels, images=EXAMPLES / "images", missing=(255,), device="cpu"))

@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from labelfix.bank.manifest import Finishing
 from labelfix.bench.baselines import nearest_label
 from labelfix.repair.run import repair
 from labelfix.repair.settings import RepairSettings
@@ -27,8 +28,9 @@ def test_training_measures_a_weight_per_mode(bank):
         return mode != "blind" or setting == "0.0" or max(changed["blocks, objects"][setting]) <= BLIND_CHANGE_LIMIT
 
     for mode, w in man["correction_weight"].items():
-        chosen = setting_name(w, man["guided_filter"][mode], man["colour_weight"][mode], man["guided_radius"][mode],
-                              man["background_bias"][mode], man["extent_scale"][mode])
+        chosen = setting_name(Finishing(w, man["guided_filter"][mode], man["colour_weight"][mode],
+                                        man["guided_radius"][mode], man["background_bias"][mode],
+                                        man["extent_scale"][mode]))
         assert qualifies(mode, chosen)
         assert scores[mode][chosen] == max(v for k, v in scores[mode].items() if qualifies(mode, k))
 

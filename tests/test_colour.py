@@ -1,6 +1,7 @@
 import numpy as np
 import torch
 
+from labelfix.bank.manifest import Finishing
 from labelfix.inference.colour import colour_log_likelihood
 from labelfix.inference.correction import Correction
 from labelfix.inference.finish import finish_labels
@@ -35,6 +36,6 @@ def test_colour_moves_a_hole_boundary_the_prior_puts_in_the_wrong_place():
     flat = torch.zeros(2, 4, 4)  # the model has no opinion
     plain = Correction(flat, prior_weight=1.0, reach=2.0)
     before, _ = finish_labels(plain, label, hidden, hidden, image)
-    after, _ = finish_labels(plain.scaled(1.0, colour=2.0), label, hidden, hidden, image)
+    after, _ = finish_labels(plain.scaled(Finishing(1.0, colour=2.0)), label, hidden, hidden, image)
     assert (before[:, 12:16] == 1).all()          # the prior carries red's class past the colour edge
     assert (after[hidden] == label[hidden]).all()  # the colour evidence puts it back on the edge

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from labelfix.bank.manifest import Finishing
 from labelfix.bank.store import load_bank
 from labelfix.inference.correction import Correction
 from labelfix.inference.prepare import prepare
@@ -84,13 +85,13 @@ def test_the_bias_goes_to_the_background_logit_only_when_calibrated():
     extent = torch.full((4, 4), 3.0)
     plain = Correction(torch.zeros(2, 4, 4), prior_weight=1.0, reach=2.0, background=0, extent=extent)
     assert plain.final_logits() is plain.logits  # share 0: unused
-    used = plain.scaled(1.0, extent_scale=0.5).final_logits()
+    used = plain.scaled(Finishing(1.0, extent=0.5)).final_logits()
     assert used[0].eq(1.5).all() and used[1].eq(0).all()
 
 
 def test_a_bank_carries_the_bias(bank, tmp_path, dataset):
     b = load_bank(bank)
-    assert b.manifest["extent"]["samples"] > 0 and b.extent() is not None
+    assert b.manifest.extent["samples"] > 0 and b.extent() is not None
     from labelfix.data import load_pair, open_dataset
     image, label = load_pair(*open_dataset(dataset).pairs("val")[0], b.classes)
     damaged = label.copy()

@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from labelfix.bank.manifest import Finishing
 from labelfix.device import resolve_precision
 from labelfix.errors import UsageError
 from labelfix.inference.correction import Correction
@@ -151,10 +152,10 @@ def test_background_bias_takes_back_what_the_prior_carried_into_a_hole():
     hidden[:, 8:24] = True
     plain = Correction(torch.zeros(2, 4, 4), prior_weight=1.0, reach=2.0, background=0)
     before, _ = finish_labels(plain, label, hidden, hidden)
-    after, _ = finish_labels(plain.scaled(1.0, background_bias=2.0), label, hidden, hidden)
+    after, _ = finish_labels(plain.scaled(Finishing(1.0, background_bias=2.0)), label, hidden, hidden)
     assert (before[:, 12:16] == 1).all()
     assert (after[hidden] == 0).all() and (after[~hidden] == label[~hidden]).all()
-    assert plain.scaled(1.0, background_bias=2.0).final_logits()[0].eq(2.0).all()
+    assert plain.scaled(Finishing(1.0, background_bias=2.0)).final_logits()[0].eq(2.0).all()
     assert plain.final_logits() is plain.logits  # no bias: no copy
 
 

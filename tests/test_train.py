@@ -22,7 +22,7 @@ def test_bank_trains_on_generic_layout_with_5_classes(bank):
     assert [r["stage"] for r in rows] == ["base", "base", "finetune-0.30", "finetune-0.50", "finetune-0.70"]
     assert all("val" in r for r in rows[1:])  # the last epoch of every stage is validated
     assert all(math.isfinite(r["loss"]) for r in rows)
-    assert b.manifest["encoder"]["name"] == "stand-in" and b.encoder() is not None
+    assert b.manifest.encoder["name"] == "stand-in" and b.encoder() is not None
 
 
 @pytest.mark.slow
@@ -87,7 +87,7 @@ def test_two_process_gloo_run(dataset, tmp_path):
                         "29533", str(script)], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     b = load_bank(tmp_path / "ddp")
-    assert b.manifest["training"]["world_size"] == 2
+    assert b.manifest.training["world_size"] == 2
     rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2  # one base epoch and one fine-tune epoch, logged once (rank 0)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from ..model.encoder import build as build_encoder
 from ..model.extent import ExtentBias
 from ..model.lmae import LMAE
 from ..model.refiner import BoundaryRefiner
-from .manifest import FORMAT_VERSION, MANIFEST, REFINER_PASSES
+from .manifest import MANIFEST, REFINER_PASSES, Finishing, Manifest
 
 
 def _bundled_bank() -> Path:
@@ -58,12 +57,18 @@ def save_weights(model: torch.nn.Module, path: Path, half: bool = False) -> str:
 class Bank:
     """A loaded bank. Models are built lazily, one per ratio, on first use."""
     path: Path
-    manifest: dict
-    config: LMAEConfig
-    classes: ClassSet
+    manifest: Manifest
     files: dict[float, Path]
     _models: dict = field(default_factory=dict, repr=False)
     _loading: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def config(self) -> LMAEConfig:
+        return self.manifest.config
+
+    @property
+    def classes(self) -> ClassSet:
+        return self.manifest.classes
 
     @property
     def ratios(self) -> list[float]:
@@ -77,24 +82,11 @@ class Bank:
         """The ratio whose value is nearest to a label's background fraction (ties: the smaller)."""
         return min(self.ratios, key=lambda r: (round(abs(r - fraction), 6), r))
 
-    def finishing(self, mode: str) -> tuple[float, bool, float, float | None, float, float]:
-        """How repairs in a mode finish the model's output, as calibrate.py measured it on validation data:
-        (correction weight, guided filter, colour evidence weight, filter radius, background bias, share of
-        the learned background bias), the arguments of `predict.Correction.scaled`.
-
-        The weight is the share of the model's correction to the prior (0: the bank did not beat
-        nearest-label fill on this kind of damage, and repair falls back to it). A bank never
-        calibrated applies the whole correction and nothing else; radius None is guided.py's default.
-        """
-        m = self.manifest
-
-        def setting(key, default):
-            return m.get(key, {}).get(mode, default)
-
-        radius = setting("guided_radius", None)
-        return (float(setting("correction_weight", 1.0)), bool(setting("guided_filter", False)),
-                float(setting("colour_weight", 0.0)), None if radius is None else float(radius),
-                float(setting("background_bias", 0.0)), float(setting("extent_scale", 0.0)))
+    def finishing(self, mode: str) -> Finishing:
+        """How repairs in a mode finish the model's output, as calibration measured it on validation data
+        (Finishing; weight 0: the bank did not beat nearest-label fill on this kind of damage, and repair
+        falls back to it)."""
+        return self.manifest.finishing_of(mode)
 
     def encoder(self, device="cpu") -> torch.nn.Module | None:
         """The frozen image encoder on a device (channels-last: oneDNN runs it about twice as fast), or None
@@ -104,7 +96,7 @@ class Bank:
         key = ("encoder", str(device))
         with self._loading:
             if key not in self._models:
-                self._models[key] = load_encoder(self.path / self.manifest["encoder"]["file"], self.config.encoder,
+                self._models[key] = load_encoder(self.path / self.manifest.encoder["file"], self.config.encoder,
                                                  device)
             return self._models[key]
 
@@ -119,7 +111,7 @@ class Bank:
         (BoundaryRefiner.in_bf16)."""
         out = []
         for key in REFINER_PASSES:
-            if mode not in (self.manifest.get(key) or {}).get("modes", ()):
+            if mode not in (getattr(self.manifest, key) or {}).get("modes", ()):
                 break
             refiner = self._optional_model(key, "the boundary refiner",
                                            lambda entry: BoundaryRefiner(int(entry["hidden"])))
@@ -134,7 +126,7 @@ class Bank:
     def _optional_model(self, key: str, what: str, build) -> torch.nn.Module | None:
         """The small model of the manifest's entry `key` ({file, ...}; `build(entry)` makes it), loaded
         once; None if the bank has no such entry."""
-        entry = self.manifest.get(key)
+        entry = getattr(self.manifest, key)
         if not entry:
             return None
         with self._loading:
@@ -215,38 +207,20 @@ def resolve_bank_path(spec: str | Path | None) -> Path:
 
 def load_bank(spec: str | Path | None = None, verify: bool = True) -> Bank:
     folder = resolve_bank_path(spec)
-    mpath = folder / MANIFEST
-    if not mpath.exists():
-        raise BankError(f"{folder}: no {MANIFEST}; not a labelfix bank (make one with `labelfix train`)")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except ValueError as e:
-        raise BankError(f"{mpath}: not valid JSON ({e})") from None
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise BankError(f"{mpath}: bank format version {version}, this labelfix reads version {FORMAT_VERSION}; "
-                        "upgrade labelfix or retrain the bank")
-    try:
-        cfg = LMAEConfig.from_dict(manifest["model_config"])
-        classes = ClassSet.from_dict(manifest["classes"], str(mpath))
-        entries = manifest["ratios"]
-    except (KeyError, TypeError, ValueError) as e:
-        raise BankError(f"{mpath}: manifest is incomplete or invalid ({e})") from None
-    if cfg.num_classes != classes.num_classes:
-        raise BankError(f"{mpath}: model has {cfg.num_classes} classes but the class list has {classes.num_classes}")
-    if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
-        raise BankError(f"{mpath}: 'ratios' must map each mask ratio to its model file "
-                        '({"0.50": {"file": ..., "sha256": ...}}), not ' + type(entries).__name__)
-    if not entries:
+    manifest = Manifest.read(folder)
+    mpath, cfg = folder / MANIFEST, manifest.config
+    if cfg.num_classes != manifest.classes.num_classes:
+        raise BankError(f"{mpath}: model has {cfg.num_classes} classes but the class list has "
+                        f"{manifest.classes.num_classes}")
+    if not manifest.ratios:
         raise BankError(f"{mpath}: lists no models")
-    files = {float(key): _checked_file(folder, entry, verify) for key, entry in entries.items()}
-    if cfg.encoder != "none" and not manifest.get("encoder"):
+    files = {float(key): _checked_file(folder, entry, verify) for key, entry in manifest.ratios.items()}
+    if cfg.encoder != "none" and not manifest.encoder:
         raise BankError(f"{mpath}: the model reads the image encoder {cfg.encoder}, but the manifest lists no "
                         "encoder file")
-    for extra in ("encoder", "extent", *REFINER_PASSES):
-        if manifest.get(extra):
-            _checked_file(folder, manifest[extra], verify)
-    return Bank(folder, manifest, cfg, classes, files)
+    for entry in manifest.weights_entries().values():
+        _checked_file(folder, entry, verify)
+    return Bank(folder, manifest, files)
 
 
 def _checked_file(folder: Path, entry: dict, verify: bool) -> Path:

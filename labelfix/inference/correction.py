@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..bank.manifest import Finishing
 from .guided import RADIUS
 
 
@@ -26,14 +27,11 @@ class Correction:
     # before it left (boundary.py); none, one or two (Bank.refiners)
     refiners: tuple[torch.nn.Module, ...] = ()
 
-    def scaled(self, weight: float, guided: bool | None = None, colour: float | None = None,
-               radius: float | None = None, background_bias: float | None = None,
-               extent_scale: float | None = None) -> "Correction":
-        return Correction(self.logits * weight, self.prior_weight, self.reach,
-                          self.guided if guided is None else guided, self.colour if colour is None else colour,
-                          self.radius if radius is None else radius, self.background,
-                          self.background_bias if background_bias is None else background_bias, self.extent,
-                          self.extent_scale if extent_scale is None else extent_scale, self.refiners)
+    def scaled(self, f: Finishing) -> Correction:
+        """This correction finished as `f` says (its weight times the logits; radius None keeps this one's)."""
+        return Correction(self.logits * f.weight, self.prior_weight, self.reach, f.guided, f.colour,
+                          self.radius if f.radius is None else f.radius, self.background, f.background_bias,
+                          self.extent, f.extent, self.refiners)
 
     def final_logits(self) -> torch.Tensor:
         """(K, S, S) the correction with the background biases added."""

@@ -45,7 +45,7 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
                            features=features).float()
         scale = float(model.prior_scale) if model.prior_scale is not None else 0.0
         # the learned background bias only where a mode applies it (calibration measures every mode)
-        wanted = not calibrated or any(bank.finishing(items[i].mode)[5] for i in idx)
+        wanted = not calibrated or any(bank.finishing(items[i].mode).extent for i in idx)
         extent = _extent_maps(bank, label, nearest, logits, scale) if wanted else None
         logits = logits.cpu()
         reach = nearest[1].flatten(1).amax(1).cpu()  # (B,)
@@ -53,7 +53,7 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
             plain = Correction(logits[j], scale, float(reach[j]), background=bank.classes.background_index,
                                extent=None if extent is None else extent[j])
             if calibrated:
-                out[i] = plain.scaled(*bank.finishing(items[i].mode))
+                out[i] = plain.scaled(bank.finishing(items[i].mode))
                 out[i].refiners = bank.refiners(items[i].mode, bf16=refiner_bf16)
             else:
                 out[i] = plain
@@ -79,7 +79,7 @@ def _extent_maps(bank: Bank, label: torch.Tensor, nearest, logits: torch.Tensor,
         return None
     labels, distance = (t.cpu() for t in nearest)
     x, _ = output_features(label.cpu(), labels, distance, logits.cpu(), prior_scale, bank.classes.background_index,
-                           float(bank.manifest["extent"]["correction_share"]))
+                           float(bank.manifest.extent["correction_share"]))
     hole = label.cpu() < 0
     out = torch.zeros(hole.shape)
     with torch.no_grad():

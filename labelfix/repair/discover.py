@@ -20,7 +20,7 @@ from ..files import unreadable_reason
 from .outfolder import check_output_folder
 from .settings import MAX_AUTO_WORKERS, POLICIES, RepairSettings, default_out
 
-# and its folders hold more than label maps: colours, instances and polygons, which are not labels to repair
+# Cityscapes label folders hold more than label maps: colours, instances and polygons, which are not labels to repair
 CITYSCAPES_COMPANION = re.compile(r"_gt(?:Fine|Coarse)_(?:color\.png|instanceIds\.png|polygons\.json)$")
 
 

@@ -25,12 +25,13 @@ manifest.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..bank.manifest import update_manifest
+from ..bank.manifest import Finishing, update_manifest
 from ..bank.store import load_bank
 from ..bench.metrics import confusion, mean_iou
 from ..data import load_pair
@@ -51,9 +52,8 @@ FILTERS = ((False, RADIUS), (True, RADIUS), (True, 0.05))  # (guided, radius)
 # labels, bundled bank: 0.5 / 1 / 1.5 give blocks 85.1 / 86.7 / 87.3 and cells 40.3 / 40.0 / 38.1); 1 holds
 # up on both, and each value more doubles the first pass
 COLOURS = (0.0, 1.0)
-# (weight, guided, colour, radius, background bias, share of the learned bias): first every setting without
-# a bias, then the best one with each of BIASES and each of EXTENTS
-SETTINGS = [(w, g, c, r, 0.0, 0.0) for w in WEIGHTS for g, r in FILTERS for c in COLOURS]
+# first every setting without a background bias, then the best one with each of BIASES and each of EXTENTS
+SETTINGS = [Finishing(w, g, c, r) for w in WEIGHTS for g, r in FILTERS for c in COLOURS]
 # added to the background logit. The prior and the filter carry objects into holes that are mostly
 # background (VOC, the paper's cells: 340k background pixels made objects against 241k objects right).
 # Bundled bank, 64 calibration labels: missing 74.3 -> 75.2 at 0.5, replace 38.7 -> 46.3 at 1.5, blind
@@ -68,13 +68,12 @@ MODES = ("missing", "replace", "blind")
 BLIND_CHANGE_LIMIT = 0.75
 
 
-def setting_name(weight: float, guided: bool, colour: float = 0.0, radius: float = RADIUS, bias: float = 0.0,
-                 extent: float = 0.0) -> str:
+def setting_name(f: Finishing) -> str:
     """How a calibration score is keyed in the manifest: "0.75", "0.75+guided", "0.75+guided0.05+colour1.0+bg0.5",
     "...+extent1.0" (a radius other than guided.py's default is named)."""
-    filt = ("+guided" + ("" if radius == RADIUS else str(radius))) if guided else ""
-    return (str(weight) + filt + (f"+colour{colour}" if colour else "") + (f"+bg{bias}" if bias else "")
-            + (f"+extent{extent}" if extent else ""))
+    filt = ("+guided" + ("" if f.radius == RADIUS else str(f.radius))) if f.guided else ""
+    return (str(f.weight) + filt + (f"+colour{f.colour}" if f.colour else "")
+            + (f"+bg{f.background_bias}" if f.background_bias else "") + (f"+extent{f.extent}" if f.extent else ""))
 
 
 def _cases(label: np.ndarray, mode: str, ratios, bg, gen: torch.Generator):
@@ -138,7 +137,7 @@ def measure(bank, pairs, settings: dict, device, seed: int, step=None, refiners:
                 undamaged = None if damage is None else ~damage & (label >= 0)
                 n_undamaged = 0 if undamaged is None else int(undamaged.sum())
                 for st in settings[mode]:
-                    finishing = corr.scaled(*st)
+                    finishing = corr.scaled(st)
                     finishing.refiners = refiners
                     pred, _ = finish_labels(finishing, known, mi.hidden_full, allowed, image)
                     cases = conf.setdefault((mode, st), {})
@@ -160,9 +159,7 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0, progress=
     no bias). progress, if given, is called with {"event": "calibrate-step", "done", "total"} after each
     image of each of the two passes."""
     bank = load_bank(bank_dir)
-    for key in ("correction_weight", "guided_filter", "guided_radius", "colour_weight", "background_bias",
-                "extent_scale"):
-        bank.manifest.pop(key, None)  # measure the model as trained
+    bank.manifest = bank.manifest.updated(finishing={})  # measure the model as trained
     done = [0]
 
     def step():
@@ -179,39 +176,32 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0, progress=
     def record(measures, changes):
         for (m, st), score in measures.items():
             if m in scores:
-                scores[m][setting_name(*st)] = round(score, 2)
+                scores[m][setting_name(st)] = round(score, 2)
         for (c, st), (n, total) in changes.items():
-            changed_pct.setdefault(setting_name(*st), [0.0, 0.0])[c] = round(100 * n / max(total, 1), 3)
+            changed_pct.setdefault(setting_name(st), [0.0, 0.0])[c] = round(100 * n / max(total, 1), 3)
 
     def allowed_in(mode: str, st) -> bool:
         # plain nearest-label fill (weight 0, nothing else) always qualifies: it changes no labelled pixel
-        return mode != "blind" or st == SETTINGS[0] or max(changed_pct[setting_name(*st)]) <= BLIND_CHANGE_LIMIT
+        return mode != "blind" or st == SETTINGS[0] or max(changed_pct[setting_name(st)]) <= BLIND_CHANGE_LIMIT
 
     def best_of(mode: str, settings):
         # the best score wins; on a tie the plainer setting (no filter, no colour, the default radius, no
         # biases), then the weight nearest 1
         return max((st for st in settings if allowed_in(mode, st)),
-                   key=lambda st: (scores[mode][setting_name(*st)], not st[1], not st[2], st[3] == RADIUS,
-                                   not st[4], not st[5], -abs(st[0] - 1.0)))
+                   key=lambda st: (scores[mode][setting_name(st)], not st.guided, not st.colour, st.radius == RADIUS,
+                                   not st.background_bias, not st.extent, -abs(st.weight - 1.0)))
 
     record(measures, changes)
     first = {m: best_of(m, SETTINGS) for m in measured}
     # the background biases on top of each mode's best setting: a second pass over the same cases
     extents = (0.0,) + EXTENTS if bank.extent() is not None else (0.0,)
-    biased = {m: [first[m][:4] + (b, e) for b in (0.0,) + BIASES for e in extents if b or e] if m in measured else []
-              for m in MODES}
+    biased = {m: [replace(first[m], background_bias=b, extent=e) for b in (0.0,) + BIASES for e in extents if b or e]
+              if m in measured else [] for m in MODES}
     record(*measure(bank, pairs, biased, device, seed, step))
     best = {m: best_of(m, [first[m]] + biased[m]) for m in measured}
-    calibration = {"images": len(pairs), "chosen": {m: setting_name(*st) for m, st in best.items()},
+    calibration = {"images": len(pairs), "chosen": {m: setting_name(st) for m, st in best.items()},
                    "scores": scores}
     if "blind" in measured:
         calibration["blind_undamaged_changed_pct"] = {"limit": BLIND_CHANGE_LIMIT, "blocks, objects": changed_pct}
-    update_manifest(bank_dir, {
-        "correction_weight": {m: st[0] for m, st in best.items()},
-        "guided_filter": {m: st[1] for m, st in best.items()},
-        "colour_weight": {m: st[2] for m, st in best.items()},
-        "guided_radius": {m: st[3] for m, st in best.items()},
-        "background_bias": {m: st[4] for m, st in best.items()},
-        "extent_scale": {m: st[5] for m, st in best.items()},
-        "calibration": calibration})
+    update_manifest(bank_dir, finishing=best, calibration=calibration)
     return scores

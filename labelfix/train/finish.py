@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -10,7 +9,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..bank.manifest import update_manifest
+from ..bank.manifest import Manifest, update_manifest
 from ..bank.store import load_bank, save_weights
 from ..classes import ClassSet
 from ..data import load_pair
@@ -75,9 +74,9 @@ def fit_extent(bank_dir: Path, pairs, classes: ClassSet, device="cpu", seed: int
     extent = train_extent(torch.cat(x), torch.cat(logits), torch.cat(truth), bg, seed=seed)
     name = "extent.safetensors"
     samples = sum(len(t) for t in truth)
-    update_manifest(bank_dir, {"extent": {
+    update_manifest(bank_dir, extent={
         "file": name, "sha256": save_weights(extent, Path(bank_dir) / name),
-        "hidden": extent.net[0].out_features, "correction_share": share, "samples": samples}})
+        "hidden": extent.net[0].out_features, "correction_share": share, "samples": samples})
     return {"samples": samples, "seconds": round(time.time() - t0, 1)}
 
 
@@ -111,7 +110,7 @@ def fit_refiner(bank_dir: Path, pairs, val_pairs, device="cpu", seed: int = 0, b
     t0 = time.time()
     key, name = ("refiner_second", "refiner-second.safetensors") if second else ("refiner", "refiner.safetensors")
     # repairs without this pass (and what learned from it) are what it learns from
-    update_manifest(bank_dir, {k: None for k in REFINER_PASSES[REFINER_PASSES.index(key):]})
+    update_manifest(bank_dir, **{k: None for k in REFINER_PASSES[REFINER_PASSES.index(key):]})
     bank = load_bank(bank_dir)
     bg = bank.classes.background_index
     # the modes it may apply in: the second pass only where the first does
@@ -131,16 +130,16 @@ def fit_refiner(bank_dir: Path, pairs, val_pairs, device="cpu", seed: int = 0, b
                                       for use in (before, before + (refiner,)))
     scores = {m: [round(measures[(m, settings[m][0])], 2) for measures in (plain, refined)]
               for m in candidates if plain[(m, settings[m][0])] is not None}
-    limit = (bank.manifest.get("calibration") or {}).get("blind_undamaged_changed_pct", {}).get("limit")
+    limit = (bank.manifest.calibration or {}).get("blind_undamaged_changed_pct", {}).get("limit")
     blind_changed = max((100 * n / max(total, 1) for n, total in changes.values()), default=0.0)
     gain = REFINER_SECOND_MIN_GAIN if second else REFINER_MIN_GAIN
     modes = [m for m, (without, with_refiner) in scores.items()
              if with_refiner >= without + gain and (m != "blind" or limit is None or blind_changed <= limit)]
-    update_manifest(bank_dir, {key: {
+    update_manifest(bank_dir, **{key: {
         "file": name, "sha256": save_weights(refiner, Path(bank_dir) / name),
         "hidden": refiner.net[0].out_features, "samples": len(x), "modes": modes,
         "scores": {m: {"without": v[0], "with": v[1]} for m, v in scores.items()},
-        "setting": {m: setting_name(*settings[m][0]) for m in scores}, "images": len(val_pairs)}})
+        "setting": {m: setting_name(settings[m][0]) for m in scores}, "images": len(val_pairs)}})
     return {"samples": len(x), "modes": modes, "scores": scores, "seconds": round(time.time() - t0, 1)}
 
 
@@ -187,7 +186,7 @@ def finish_bank(out: Path, classes: ClassSet, train_pairs, val_pairs, device, ca
         fit_threads_to_load() if cpu else None
         progress({"event": "calibrate", "images": min(calibrate_images, len(val_pairs))})
         scores = calibrate_bank(out, val_pairs[: calibrate_images], device, seed=seed, progress=progress)
-        chosen = json.loads((out / "manifest.json").read_text())["calibration"]["chosen"]
+        chosen = Manifest.read(out).calibration["chosen"]
         progress({"event": "calibrated", "scores": scores, "chosen": chosen})
         if classes.background_index is not None:
             for second in (False, True):

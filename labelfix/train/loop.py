@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
-from ..bank.manifest import write_manifest
+from ..bank.manifest import MANIFEST, Manifest
 from ..bank.store import DEFAULT_BANK, Bank, load_bank, load_encoder, ratio_key, save_weights, sha256
 from ..bench.metrics import confusion, mean_iou
 from ..classes import ClassSet
@@ -357,7 +357,7 @@ def _start_run(s: TrainSettings, proc: _Process, data: _Data, out: Path, progres
         if not (state_dir / "state.json").exists():
             raise UsageError(f"--resume: no saved training state in {state_dir}")
         info = _load_state(state_dir, model, opt, sched)
-    elif proc.main and (out / "manifest.json").exists():
+    elif proc.main and (out / MANIFEST).exists():
         raise UsageError(f"{out}: already holds a bank; choose another --out, or --resume an interrupted run")
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if proc.distributed else model
 
@@ -500,17 +500,17 @@ def _end_stage(run: _Run) -> None:
 def _write_bank_manifest(run: _Run) -> None:
     """The trained bank's manifest: its models, how they were trained, their validation scores."""
     s, data, init_bank = run.s, run.data, run.data.init_bank
-    write_manifest(run.out, data.cfg, data.classes, run.info["files"], {
-        "trained_on": {"dataset": Path(s.data).name, "split": s.train_split, "images": len(data.train_set)},
-        "training": {"preset": s.preset, "epochs": s.epochs, "finetune_epochs": s.finetune_epochs,
-                     "epochs_run": run.info.get("epochs_run", {}), "budget_minutes": s.budget_minutes,
-                     "batch_size": s.batch_size, "lr": s.lr, "seconds": round(time.time() - run.t_start, 1),
-                     "world_size": run.proc.world, "damage_mix": dict(zip(DAMAGE_KINDS, s.damage_mix)),
-                     "min_crop": s.min_crop, "views": data.train_set.views,
-                     "init_manifest_sha256": init_bank.manifest_sha256 if init_bank else None},
-        "val": run.final_val,
-        **({"encoder": data.encoder_entry} if data.encoder_entry else {}),
-    })
+    Manifest(
+        data.cfg, data.classes, run.info["files"],
+        trained_on={"dataset": Path(s.data).name, "split": s.train_split, "images": len(data.train_set)},
+        training={"preset": s.preset, "epochs": s.epochs, "finetune_epochs": s.finetune_epochs,
+                  "epochs_run": run.info.get("epochs_run", {}), "budget_minutes": s.budget_minutes,
+                  "batch_size": s.batch_size, "lr": s.lr, "seconds": round(time.time() - run.t_start, 1),
+                  "world_size": run.proc.world, "damage_mix": dict(zip(DAMAGE_KINDS, s.damage_mix)),
+                  "min_crop": s.min_crop, "views": data.train_set.views,
+                  "init_manifest_sha256": init_bank.manifest_sha256 if init_bank else None},
+        val=run.final_val, encoder=data.encoder_entry or None,
+    ).write(run.out)
 
 
 def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None) -> TrainResult:
