@@ -11,6 +11,7 @@ from PIL import Image
 
 from labelfix.classes import voc_palette
 from labelfix.errors import UsageError
+from labelfix.repair.events import FileDone
 from labelfix.repair.report import merge_reports
 from labelfix.repair.run import repair
 from labelfix.repair.settings import RepairSettings
@@ -371,8 +372,8 @@ def test_a_small_pixel_budget_takes_one_file_at_a_time_with_the_same_results(job
         return prepare_one(path, *args)
 
     def done(event):
-        if event["event"] == "file":
-            taken.remove(event["row"]["file"])
+        if isinstance(event, FileDone):
+            taken.remove(event.row.file)
 
     monkeypatch.setattr(repair_module, "prepare_file", counting_prepare)
     monkeypatch.setattr(repair_module, "PIXELS_IN_FLIGHT", 1)

@@ -16,6 +16,7 @@ from labelfix import api
 from labelfix.errors import BankError, UsageError
 from labelfix.files import OutputError
 from labelfix.repair import steps as repair_module
+from labelfix.repair.events import FileDone, Note
 from labelfix.repair.outfolder import OutputLock
 
 
@@ -29,7 +30,7 @@ def test_a_killed_run_s_resumed_report_equals_an_uninterrupted_run_s(job, bank, 
     seen = []
 
     def kill_after_three(e):
-        if e["event"] == "file":
+        if isinstance(e, FileDone):
             seen.append(e)
             if len(seen) == 3:
                 raise KeyboardInterrupt  # Ctrl-C, or kill -9, after three files were written
@@ -212,7 +213,7 @@ def test_values_that_can_never_match_and_ratios_the_bank_lacks(job, bank, tmp_pa
     res = api.repair(api.RepairSettings(labels=labels, images=images, bank=str(bank),
                                                             ratio=0.9, classes="bank"), notes.append)
     assert {r.ratio for r in res.rows if r.ratio} == {0.7}
-    assert any(e["event"] == "note" and "using its nearest, 0.7" in e["message"] for e in notes)
+    assert any(isinstance(e, Note) and "using its nearest, 0.7" in e.message for e in notes)
     manifest = (bank / "manifest.json").read_text()
     broken = tmp_path / "bank"
     broken.mkdir()

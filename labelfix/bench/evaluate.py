@@ -33,6 +33,22 @@ METRICS = ("pa-miou", "miou", "all")
 
 
 @dataclass(frozen=True)
+class BenchStarted:
+    """The first event of a bench run."""
+    images: int
+    ratios: list[float]
+    methods: list[str]
+
+
+@dataclass(frozen=True)
+class BenchBatch:
+    """A batch of images scored at a ratio."""
+    ratio: float
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
 class BenchSettings:
     data: Path
     bank: str | None = None
@@ -68,7 +84,7 @@ def _method_row(ratio, method, conf_pa, conf_all, names) -> dict:
             "pa_confusion": np.asarray(conf_pa).tolist()}
 
 
-def bench(s: BenchSettings, progress: Callable[[dict], None] | None = None) -> BenchResult:
+def bench(s: BenchSettings, progress: Callable[[object], None] | None = None) -> BenchResult:
     progress = progress or (lambda e: None)
     if s.strategy not in STRATEGIES:
         raise UsageError(f"--strategy {s.strategy}: choose one of {', '.join(STRATEGIES)}")
@@ -91,7 +107,7 @@ def bench(s: BenchSettings, progress: Callable[[dict], None] | None = None) -> B
     methods = ["labelfix", "nearest-label", "leave-as-background"] + (["dense-crf"] if use_crf else [])
     notes = [] if use_crf else ["dense-crf skipped: install the optional extra labelfix[crf] (pydensecrf2)"]
     conf = {(r, m, w): torch.zeros(K, K, dtype=torch.long) for r in ratios for m in methods for w in ("pa", "all")}
-    progress({"event": "start", "images": len(pairs), "ratios": ratios, "methods": methods})
+    progress(BenchStarted(len(pairs), ratios, methods))
     data = [load_pair(i, lab, classes) for i, lab in pairs]
     for r in ratios:
         for start in range(0, len(data), s.batch_size):
@@ -112,7 +128,7 @@ def bench(s: BenchSettings, progress: Callable[[dict], None] | None = None) -> B
                     f = torch.from_numpy(f)
                     conf[(r, m, "pa")] += confusion(f, t, K, u)
                     conf[(r, m, "all")] += confusion(f, t, K)
-            progress({"event": "batch", "ratio": r, "done": min(start + s.batch_size, len(data)), "total": len(data)})
+            progress(BenchBatch(r, min(start + s.batch_size, len(data)), len(data)))
     rows = [_method_row(r, m, conf[(r, m, "pa")], conf[(r, m, "all")], classes.names) for r in ratios for m in methods]
     speed = measure_speed(bank, data, device, s, ratios[len(ratios) // 2]) if s.speed and data else {}
     return BenchResult(

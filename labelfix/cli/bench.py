@@ -39,7 +39,11 @@ def bench(
     plot: Optional[Path] = typer.Option(None, "--plot", metavar="FILE", rich_help_panel="Output", show_default=False,
                                         help="Write a PNG of PA-mIoU against mask ratio."),
 ):
-    from ..bench.evaluate import METRICS, BenchSettings  # torch: imported when a command runs, not for --help
+    from ..bench.evaluate import (  # torch: imported when a command runs, not for --help
+        METRICS,
+        BenchBatch,
+        BenchSettings,
+    )
     from ..bench.evaluate import bench as run_bench
 
     if metric not in METRICS:
@@ -50,8 +54,8 @@ def bench(
                       speed=not no_speed)
     with console.status("benchmarking...") as status:
         def on_event(e):
-            if e["event"] == "batch":
-                status.update(f"ratio {e['ratio']:.2f}: {e['done']}/{e['total']} images")
+            if isinstance(e, BenchBatch):
+                status.update(f"ratio {e.ratio:.2f}: {e.done}/{e.total} images")
         result = run_bench(s, on_event)
     table = Table(title=f"{result.data['images']} {split} images, {strategy} removal, mIoU in %")
     table.add_column("ratio", justify="right")

@@ -131,34 +131,38 @@ class _RepairProgress:
         self.failures = 0
         self.chatty = not (quiet or as_json)  # --json prints only the JSON
 
-    def __call__(self, e: dict):
-        """Show one event of the repair's progress."""
-        bar, chatty = self.bar, self.chatty
-        if e["event"] == "start":
-            processes = e.get("processes", 1)
-            label = "repairing" + (f" ({processes} processes)" if processes > 1 else "")
-            self.task = bar.add_task(label, total=e["todo"], speed="")
-            if self.images is None and chatty:
-                console.print(f"images: {e['images']}  (found where the layout keeps them; --images chooses)",
-                              markup=False)
-            if e.get("companions") and chatty:
-                console.print(f"left out {e['companions']} files beside the labels that are not label maps "
-                              "(classes.json, READMEs, lists, Cityscapes colour, instance and polygon files)")
-            if e["resumed"] and chatty:
-                console.print(f"{e['resumed']} files already done in {printable(e['out'])}: their rows come from its "
-                              "journal (--overwrite redoes them)", markup=False)
-        elif e["event"] == "note" and chatty:
-            console.print(f"labelfix: {e['message']}", markup=False)
-        elif e["event"] == "file":
-            row = e["row"]
-            if row["status"] == "failed" and not self.as_json:
+    def __call__(self, e):
+        """Show one event of the repair's progress (repair/events.py)."""
+        from ..repair.events import FileDone, Note, RepairStarted
+
+        if isinstance(e, RepairStarted):
+            self.started(e)
+        elif isinstance(e, Note) and self.chatty:
+            console.print(f"labelfix: {e.message}", markup=False)
+        elif isinstance(e, FileDone):
+            row = e.row
+            if row.status == "failed" and not self.as_json:
                 self.failures += 1
                 if self.failures <= SHOW_FAILURES:  # the report lists them all: a wrong folder is not 10,000 lines
-                    console.print(f"labelfix: {printable(str(self.labels / row['file']))}: {printable(row['error'])}",
+                    console.print(f"labelfix: {printable(str(self.labels / row.file))}: {printable(row.error)}",
                                   markup=False)
-            elapsed = bar.tasks[self.task].elapsed or 0
-            done = bar.tasks[self.task].completed + 1
-            bar.update(self.task, advance=1, speed=f"{done / elapsed:.1f} img/s" if elapsed else "")
+            elapsed = self.bar.tasks[self.task].elapsed or 0
+            done = self.bar.tasks[self.task].completed + 1
+            self.bar.update(self.task, advance=1, speed=f"{done / elapsed:.1f} img/s" if elapsed else "")
+
+    def started(self, e) -> None:
+        label = "repairing" + (f" ({e.processes} processes)" if e.processes > 1 else "")
+        self.task = self.bar.add_task(label, total=e.todo, speed="")
+        if not self.chatty:
+            return
+        if self.images is None:
+            console.print(f"images: {e.images}  (found where the layout keeps them; --images chooses)", markup=False)
+        if e.companions:
+            console.print(f"left out {e.companions} files beside the labels that are not label maps "
+                          "(classes.json, READMEs, lists, Cityscapes colour, instance and polygon files)")
+        if e.resumed:
+            console.print(f"{e.resumed} files already done in {printable(e.out)}: their rows come from its "
+                          "journal (--overwrite redoes them)", markup=False)
 
 
 def _print_summary(result, settings, failures: int, quiet: bool, as_json: bool) -> None:

@@ -98,51 +98,58 @@ class _TrainProgress:
                             console=console, disable=quiet, transient=True)
         self.tasks: dict = {}
 
-    def __call__(self, e: dict):
-        """Show one event of the training's progress."""
-        bar, tasks, quiet = self.bar, self.tasks, self.quiet
-        if e["event"] == "start" and not quiet:
-            console.print(f"training {e['params'] / 1e6:.2f}M-parameter L-MAE on {e['train_images']} images, "
-                          f"{e['device']} x{e['world']}; stages: {', '.join(e['stages'])}")
-        elif e["event"] == "step":
-            key = (e["stage"], e["epoch"])
-            if key not in tasks:
-                label = f"{e['stage']} epoch {e['epoch']}/{e['epochs']}"
-                tasks[key] = bar.add_task(label, total=e["steps"], info="")
-            bar.update(tasks[key], completed=e["step"], info=f"loss {e['loss']:.4f}  {e['images_per_s']:.1f} img/s")
-        elif e["event"] == "features" and not quiet:
-            console.print(f"image-encoder features of {e['images']} images x {e['views']} views "
-                          "(cached; computed once)")
-        elif e["event"] == "features-step":
-            if ("features", e["total"]) not in tasks:
-                tasks[("features", e["total"])] = bar.add_task("image encoder", total=e["total"], info="")
-            bar.update(tasks[("features", e["total"])], completed=e["done"])
-        elif e["event"] == "extent" and not quiet:
-            console.print(f"fitting the background bias of holes on {e['images']} labels")
-        elif e["event"] == "extent-fitted" and not quiet:
-            console.print(f"  {e['samples']} pixels in {e['seconds']:.0f} s")
-        elif e["event"] == "calibrate-step":
-            if "calibrate" not in tasks:
-                tasks["calibrate"] = bar.add_task("calibrating repair modes", total=e["total"], info="")
-                if not quiet:  # the bar is gone from a log file: say what the next minutes are
-                    console.print(f"calibrating the repair modes ({e['total']} steps)")
-            bar.update(tasks["calibrate"], completed=e["done"])
-        elif e["event"] == "calibrated" and not quiet:
-            for mode, scores in e["scores"].items():
-                best = e["chosen"][mode]
+    def __call__(self, e):
+        """Show one event of the training's progress (train/events.py)."""
+        from ..train import events as ev
+
+        if isinstance(e, (ev.Step, ev.FeaturesStep, ev.CalibrateStep)):
+            self.advance(e)
+        elif not self.quiet:
+            self.say(e, ev)
+
+    def advance(self, e) -> None:
+        """Move the bar of a step event: the epoch's, the image encoder's or the calibration's."""
+        from ..train.events import FeaturesStep, Step
+
+        if isinstance(e, Step):
+            key, label, total = (e.stage, e.epoch), f"{e.stage} epoch {e.epoch}/{e.epochs}", e.steps
+        elif isinstance(e, FeaturesStep):
+            key, label, total = ("features", e.total), "image encoder", e.total
+        else:
+            key, label, total = "calibrate", "calibrating repair modes", e.total
+            if key not in self.tasks and not self.quiet:  # the bar is gone from a log file: say what comes
+                console.print(f"calibrating the repair modes ({e.total} steps)")
+        if key not in self.tasks:
+            self.tasks[key] = self.bar.add_task(label, total=total, info="")
+        info = f"loss {e.loss:.4f}  {e.images_per_s:.1f} img/s" if isinstance(e, Step) else ""
+        self.bar.update(self.tasks[key], completed=e.step if isinstance(e, Step) else e.done, info=info)
+
+    def say(self, e, ev) -> None:
+        """Print what an event says, one or a few lines."""
+        fitting = {"extent": "the background bias of holes", "refiner": "the boundary refiner",
+                   "refiner-second": "the boundary refiner's second pass"}
+        if isinstance(e, ev.TrainStarted):
+            console.print(f"training {e.params / 1e6:.2f}M-parameter L-MAE on {e.train_images} images, "
+                          f"{e.device} x{e.world}; stages: {', '.join(e.stages)}")
+        elif isinstance(e, ev.FeaturesStarted):
+            console.print(f"image-encoder features of {e.images} images x {e.views} views (cached; computed once)")
+        elif isinstance(e, ev.FitStarted) and e.what in fitting:
+            console.print(f"fitting {fitting[e.what]} on {e.images} labels")
+        elif isinstance(e, ev.ExtentFitted):
+            console.print(f"  {e.samples} pixels in {e.seconds:.0f} s")
+        elif isinstance(e, ev.Calibrated):
+            for mode, scores in e.scores.items():
+                best = e.chosen[mode]
                 console.print(f"  calibration, {mode}: {best} ({scores[best]:.1f} mIoU; "
                               f"nearest-label fill {scores['0.0']:.1f})")
-        elif e["event"] == "refiner" and not quiet:
-            which = "the boundary refiner's second pass" if e.get("second") else "the boundary refiner"
-            console.print(f"fitting {which} on {e['images']} labels")
-        elif e["event"] == "refiner-fitted" and not quiet and e.get("skipped"):
-            console.print(f"  skipped: {e['skipped']}")
-        elif e["event"] == "refiner-fitted" and not quiet:
-            scores = ", ".join(f"{m} {w:.1f} -> {r:.1f}" for m, (w, r) in e.get("scores", {}).items())
-            console.print(f"  {e['samples']} pixels in {e['seconds']:.0f} s; validation mIoU without -> with: "
-                          f"{scores or 'not measured'}; applied in: {', '.join(e['modes']) or 'no mode'}")
-        elif e["event"] == "epoch" and "val" in e and not quiet:
-            for v in e["val"]:
-                console.print(f"  {e['stage']} epoch {e['epoch']}: ratio {v['ratio']:.2f}  "
+        elif isinstance(e, ev.RefinerFitted) and e.skipped:
+            console.print(f"  skipped: {e.skipped}")
+        elif isinstance(e, ev.RefinerFitted):
+            scores = ", ".join(f"{m} {w:.1f} -> {r:.1f}" for m, (w, r) in (e.scores or {}).items())
+            console.print(f"  {e.samples} pixels in {e.seconds:.0f} s; validation mIoU without -> with: "
+                          f"{scores or 'not measured'}; applied in: {', '.join(e.modes) or 'no mode'}")
+        elif isinstance(e, ev.EpochDone) and e.val:
+            for v in e.val:
+                console.print(f"  {e.stage} epoch {e.epoch}: ratio {v['ratio']:.2f}  "
                               f"PA-mIoU {v['pa_miou']:.1f}  mIoU {v['miou']:.1f}  "
                               f"(nearest-label fill PA-mIoU {v['nearest_pa_miou']:.1f})")

@@ -30,6 +30,7 @@ from .discover import (
     relative_name,
     with_images,
 )
+from .events import FileDone, Note, RepairDone, RepairStarted
 from .outfolder import Journal, OutputLock, clear_stale_temporaries, mark, read_journals
 from .pipeline import run_pipeline
 from .preview import picture_stem
@@ -38,7 +39,7 @@ from .report import merge_reports, report_name, report_rows, totals_of, write_re
 from .settings import MAX_AUTO_WORKERS, ImageRow, RepairResult, RepairSettings
 
 
-def repair(s: RepairSettings, progress: Callable[[dict], None] | None = None) -> RepairResult:
+def repair(s: RepairSettings, progress: Callable[[object], None] | None = None) -> RepairResult:
     """Repair the labels of `s` into its output folder, in this process or several (s.processes), and write
     report.json and report.csv (report.shard-I-of-N.* under --shard) and, with s.preview, the preview page.
     A shard that finds every shard's report written joins them (merge_reports; RepairResult.joined).
@@ -46,7 +47,7 @@ def repair(s: RepairSettings, progress: Callable[[dict], None] | None = None) ->
     return _repair(s, progress or (lambda e: None), page=s.preview, join=True, lock=True)
 
 
-def repair_part(s: RepairSettings, progress: Callable[[dict], None]) -> RepairResult:
+def repair_part(s: RepairSettings, progress: Callable[[object], None]) -> RepairResult:
     """One child process's share of a repair in several (processes.py): its shard's files and report part;
     the parent holds the output folder's lock, and the preview page is the parent's to write."""
     return _repair(replace(s, processes=1), progress, page=False, join=False, lock=False)
@@ -59,7 +60,7 @@ def output_settings(s: RepairSettings, bank: Bank) -> dict:
             "classes": bank.classes.to_dict()}
 
 
-def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool, join: bool, lock: bool) -> RepairResult:
+def _repair(s: RepairSettings, progress: Callable[[object], None], page: bool, join: bool, lock: bool) -> RepairResult:
     labels = Path(s.labels)
     files, companions = list_label_files(labels, s.recursive) if labels.is_dir() else ([], 0)
     s = with_images(s, files)
@@ -70,8 +71,8 @@ def _repair(s: RepairSettings, progress: Callable[[dict], None], page: bool, joi
     check_missing_values(s, files)
     if s.ratio is not None and s.ratio not in bank.ratios:
         nearest = bank.nearest_ratio(s.ratio)
-        progress({"event": "note", "message": f"--ratio {s.ratio}: the bank has ratios "
-                  f"{', '.join(f'{r:g}' for r in bank.ratios)}; using its nearest, {nearest:g}"})
+        progress(Note(f"--ratio {s.ratio}: the bank has ratios {', '.join(f'{r:g}' for r in bank.ratios)}; "
+                      f"using its nearest, {nearest:g}"))
         s = replace(s, ratio=nearest)
     device = pick_device(s.device)
     if s.dry_run:
@@ -137,15 +138,14 @@ def _run(s: RepairSettings, bank: Bank, device, out: Path, files: list[Path], pr
     cores = os.cpu_count() or 2
     processes = max(1, min(s.processes or auto_processes(len(todo), MAX_AUTO_WORKERS, cores), len(todo)))
     runtime = {"device": str(device), "precision": resolve_precision(s.precision, device), "processes": processes}
-    progress({"event": "start", "files": len(files), "todo": len(todo), "resumed": resumed,
-              "out": str(out), "images": str(s.images), "companions": companions, **runtime})
+    progress(RepairStarted(len(files), len(todo), resumed, str(out), str(s.images), companions, **runtime))
     t_start = time.perf_counter()
 
     def record(row: ImageRow) -> None:
         if journal is not None:
             journal.append(asdict(row))
         rows.append(row)
-        progress({"event": "file", "row": asdict(row)})
+        progress(FileDone(row))
 
     try:
         if processes > 1:
@@ -175,7 +175,7 @@ def _run(s: RepairSettings, bank: Bank, device, out: Path, files: list[Path], pr
     rows = _sorted_rows(rows, files, labels)
     totals = totals_of(rows, time.perf_counter() - t_start, resumed)
     if journal is None:
-        progress({"event": "done", "totals": totals})
+        progress(RepairDone(totals))
         return RepairResult(out, rows, totals, None)
     report_path = write_report(out, s, bank, rows, totals, runtime)
     if page and s.shard is None:  # a shard's page would hide the others': the join writes it
@@ -185,7 +185,7 @@ def _run(s: RepairSettings, bank: Bank, device, out: Path, files: list[Path], pr
     if join and s.shard is not None and all((out / f"report.shard-{i}-of-{s.shard[1]}.json").exists()
                                             for i in range(s.shard[1])):
         joined = merge_reports(out)  # the last shard to finish joins them all: no extra step for a job array
-    progress({"event": "done", "totals": totals})
+    progress(RepairDone(totals))
     return RepairResult(out, rows, totals, report_path, joined)
 
 

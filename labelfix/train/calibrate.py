@@ -40,6 +40,7 @@ from ..inference.guided import RADIUS
 from ..inference.prepare import prepare
 from ..inference.run import run_model
 from .damage import background_cells, random_blocks
+from .events import CalibrateStep
 
 # above 1 the correction is amplified: blind repair, where the prior keeps the suspect background's
 # label, gains from it (VOC: blocks set to background 27 -> 36 mIoU at 1.5)
@@ -156,8 +157,7 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0, progress=
     """Measure and store the finishing settings of each repair mode; returns {mode: {setting: mIoU}}.
 
     Modes with nothing to measure are left out and keep the defaults (weight 1, no filter, no colour,
-    no bias). progress, if given, is called with {"event": "calibrate-step", "done", "total"} after each
-    image of each of the two passes."""
+    no bias). progress, if given, is called with a CalibrateStep after each image of each of the two passes."""
     bank = load_bank(bank_dir)
     bank.manifest = bank.manifest.updated(finishing={})  # measure the model as trained
     done = [0]
@@ -165,7 +165,7 @@ def calibrate_bank(bank_dir: Path, pairs, device="cpu", seed: int = 0, progress=
     def step():
         done[0] += 1
         if progress:
-            progress({"event": "calibrate-step", "done": done[0], "total": 2 * len(pairs)})
+            progress(CalibrateStep(done[0], 2 * len(pairs)))
 
     measures, changes = measure(bank, pairs, {m: SETTINGS for m in MODES}, device, seed, step)
     # a mode with no case (blind repair of a bank without a background class) keeps the whole correction

@@ -15,6 +15,7 @@ from ..classes import ClassSet
 from ..data import load_pair
 from ..device import fit_threads_to_load
 from .damage import random_blocks
+from .events import Calibrated, ExtentFitted, FitStarted, RefinerFitted
 
 
 def _missing_hole_cases(bank, classes: ClassSet, pairs, gen: torch.Generator, batch: int):
@@ -173,24 +174,26 @@ def _band_samples(bank, pairs, device, seed: int, batch: int) -> tuple[torch.Ten
 
 
 def finish_bank(out: Path, classes: ClassSet, train_pairs, val_pairs, device, calibrate_images: int, seed: int = 0,
-                progress: Callable[[dict], None] | None = None) -> None:
+                progress: Callable[[object], None] | None = None) -> None:
     """Fit the trained bank in `out`: the background bias of holes, each repair mode's calibration, the refiner."""
     progress = progress or (lambda e: None)
     cpu = torch.device(device).type == "cpu"
+
+    def start(what: str, images: int) -> None:
+        if cpu:  # each step's threads follow the machine's load (device.fit_threads_to_load)
+            fit_threads_to_load()
+        progress(FitStarted(what, images))
+
     if classes.background_index is not None:
-        fit_threads_to_load() if cpu else None
-        progress({"event": "extent", "images": len(train_pairs)})
-        progress({"event": "extent-fitted", **fit_extent(out, train_pairs, classes, device, seed=seed)})
+        start("extent", len(train_pairs))
+        progress(ExtentFitted(**fit_extent(out, train_pairs, classes, device, seed=seed)))
     if calibrate_images:
         from .calibrate import calibrate_bank
-        fit_threads_to_load() if cpu else None
-        progress({"event": "calibrate", "images": min(calibrate_images, len(val_pairs))})
+        start("calibrate", min(calibrate_images, len(val_pairs)))
         scores = calibrate_bank(out, val_pairs[: calibrate_images], device, seed=seed, progress=progress)
-        chosen = Manifest.read(out).calibration["chosen"]
-        progress({"event": "calibrated", "scores": scores, "chosen": chosen})
+        progress(Calibrated(scores, Manifest.read(out).calibration["chosen"]))
         if classes.background_index is not None:
             for second in (False, True):
-                fit_threads_to_load() if cpu else None
-                progress({"event": "refiner", "images": len(train_pairs), "second": second})
-                progress({"event": "refiner-fitted", "second": second, **fit_refiner(
-                    out, train_pairs, val_pairs[: calibrate_images], device, seed=seed, second=second)})
+                start("refiner-second" if second else "refiner", len(train_pairs))
+                progress(RefinerFitted(second, **fit_refiner(out, train_pairs, val_pairs[: calibrate_images], device,
+                                                             seed=seed, second=second)))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +41,7 @@ from ..model.loss import class_weights, weighted_cross_entropy
 from ..model.masking import background_first_mask, background_pixels, expand_mask, hole_patches, mixed_mask, patch_mean
 from ..model.propagate import nearest_fill
 from .damage import blind_editable, drop_classes, random_blocks
+from .events import EpochDone, FeaturesStarted, FeaturesStep, Step, TrainStarted
 from .features import attach
 from .finish import finish_bank
 from .samples import EpochTaggedSampler, TrainSamples
@@ -239,7 +240,7 @@ class _Run:
     s: TrainSettings
     proc: _Process
     data: _Data
-    progress: Callable[[dict], None]
+    progress: Callable[[object], None]
     out: Path
     stages: list[str]
     model: LMAE
@@ -258,12 +259,12 @@ class _Run:
         """Where the resumable training state is kept."""
         return self.out / "train-state"
 
-    def log(self, row: dict) -> None:
-        """Append `row` to metrics.jsonl and report it (rank 0 only)."""
+    def log(self, epoch: EpochDone) -> None:
+        """Append the epoch's row to metrics.jsonl and report it (rank 0 only)."""
         if self.proc.main:
             with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-            self.progress(row)
+                f.write(json.dumps(epoch.row()) + "\n")
+            self.progress(epoch)
 
     def out_of_time(self) -> bool:
         """Whether --max-minutes is spent."""
@@ -304,7 +305,7 @@ def _check_settings(s: TrainSettings) -> None:
         raise UsageError(f"--min-crop {s.min_crop} must be in (0, 1] and --views {s.views} at least 1")
 
 
-def _prepare_data(s: TrainSettings, proc: _Process, out: Path, progress: Callable[[dict], None]) -> _Data:
+def _prepare_data(s: TrainSettings, proc: _Process, out: Path, progress: Callable[[object], None]) -> _Data:
     """Open the dataset, choose the model config, start the bank folder and cache the encoder's features."""
     ds = open_dataset(s.data)
     classes = ds.classes
@@ -328,9 +329,9 @@ def _prepare_data(s: TrainSettings, proc: _Process, out: Path, progress: Callabl
     if encoder_entry:
         encoder = load_encoder(out / encoder_entry["file"], cfg.encoder, proc.device)
         for samples in (train_set, val_set):
-            progress({"event": "features", "images": len(samples), "views": samples.view_count()})
+            progress(FeaturesStarted(len(samples), samples.view_count()))
             attach(samples, encoder, encoder_entry["sha256"], cfg.encoder_size,
-                   progress=lambda done, total: progress({"event": "features-step", "done": done, "total": total}))
+                   progress=lambda done, total: progress(FeaturesStep(done, total)))
         del encoder
     return _Data(classes, cfg, init_bank, train_pairs, val_pairs, train_set, val_set, weights, encoder_entry)
 
@@ -342,7 +343,7 @@ def _optimiser(model: LMAE, lr: float, weight_decay: float):
     return opt, sched
 
 
-def _start_run(s: TrainSettings, proc: _Process, data: _Data, out: Path, progress: Callable[[dict], None]) -> _Run:
+def _start_run(s: TrainSettings, proc: _Process, data: _Data, out: Path, progress: Callable[[object], None]) -> _Run:
     """Build the model, optimiser and loader (or resume them from the saved state) and report the start."""
     stages = ["base"] + [f"finetune-{ratio_key(r)}" for r in s.ratios if s.finetune_epochs > 0]
     state_dir = out / "train-state"
@@ -375,14 +376,14 @@ def _start_run(s: TrainSettings, proc: _Process, data: _Data, out: Path, progres
     gen = torch.Generator().manual_seed(s.seed * 1000 + proc.rank)
     t_start = time.time() - info.get("elapsed", 0.0)
     if proc.main:
-        progress({"event": "start", "params": count_parameters(model), "config": data.cfg.to_dict(),
-                  "train_images": len(train_set), "device": str(proc.device), "world": proc.world, "stages": stages})
+        progress(TrainStarted(count_parameters(model), data.cfg.to_dict(), len(train_set), str(proc.device),
+                              proc.world, stages))
     return _Run(s, proc, data, progress, out, stages, model, ddp_model, opt, sched, info, sampler, loader, gen,
                 t_start)
 
 
-def _run_epoch(run: _Run, stage: str, epochs: int, stage_ratios: list[float]) -> dict:
-    """Train one epoch of `stage`, step the schedule and count it in the state; its metrics row."""
+def _run_epoch(run: _Run, stage: str, epochs: int, stage_ratios: list[float]) -> EpochDone:
+    """Train one epoch of `stage`, step the schedule and count it in the state."""
     s, info, device, data = run.s, run.info, run.proc.device, run.data
     base = stage == "base"
     lo, hi = min(stage_ratios) - 0.1, max(stage_ratios) + 0.1
@@ -412,15 +413,14 @@ def _run_epoch(run: _Run, stage: str, epochs: int, stage_ratios: list[float]) ->
         tot += loss.item() * len(image)
         n += len(image)
         if run.proc.main:
-            run.progress({"event": "step", "stage": stage, "epoch": epoch + 1, "epochs": epochs, "step": step + 1,
-                          "steps": steps, "loss": tot / n, "images_per_s": n * run.proc.world / (time.time() - t0)})
+            run.progress(Step(stage, epoch + 1, epochs, step + 1, steps, tot / n,
+                              n * run.proc.world / (time.time() - t0)))
     train_loss = tot / max(n, 1)
     run.sched.step(train_loss)
     info["epoch"] = epoch + 1
     info["elapsed"] = time.time() - run.t_start
-    return {"event": "epoch", "stage": stage, "epoch": epoch + 1, "loss": train_loss,
-            "lr": run.opt.param_groups[0]["lr"], "seconds": time.time() - t0,
-            "images_per_s": n * run.proc.world / (time.time() - t0)}
+    return EpochDone(stage, epoch + 1, train_loss, run.opt.param_groups[0]["lr"], time.time() - t0,
+                     n * run.proc.world / (time.time() - t0))
 
 
 def _train_stage(run: _Run) -> bool:
@@ -432,15 +432,15 @@ def _train_stage(run: _Run) -> bool:
     stage_ratios = list(s.ratios) if base else [float(stage.split("-")[1])]
     stage_t0 = last_save = time.time()  # a resumed stage gets its whole share of the budget again
     while info["epoch"] < epochs:
-        row = _run_epoch(run, stage, epochs, stage_ratios)
+        epoch = _run_epoch(run, stage, epochs, stage_ratios)
         budget_spent = time.time() - stage_t0 > run.stage_seconds(stage)
         last = info["epoch"] == epochs or budget_spent
         if proc.main and (last or (s.val_every and info["epoch"] % s.val_every == 0)):
             vals = [validate(run.model, run.data.val_set, r, run.data.classes, proc.device, s.batch_size)
                     for r in stage_ratios]
-            row["val"] = vals
+            epoch = replace(epoch, val=vals)
             run.final_val = {ratio_key(v["ratio"]): v for v in vals}
-        run.log(row)
+        run.log(epoch)
         stop = run.out_of_time() and not (last and info["stage"] == len(run.stages) - 1)
         if proc.distributed:  # rank 0's clock decides for all, or the ranks could part ways
             flags = torch.tensor([stop, budget_spent], dtype=torch.int32, device=proc.device)
@@ -513,7 +513,7 @@ def _write_bank_manifest(run: _Run) -> None:
     ).write(run.out)
 
 
-def train_bank(s: TrainSettings, progress: Callable[[dict], None] | None = None) -> TrainResult:
+def train_bank(s: TrainSettings, progress: Callable[[object], None] | None = None) -> TrainResult:
     """Train a bank as `s` says (resumable, on one device or under torchrun), then fit and calibrate it."""
     progress = progress or (lambda e: None)
     proc = _setup_process(s)
