@@ -25,7 +25,8 @@ from repair_quality import IGNORE, blocks, drop_objects
 
 from labelfix.bench.baselines import nearest_label
 from labelfix.data import open_dataset, read_label
-from labelfix.repair.erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline
+from labelfix.policy import REVIEW_ORPHANED
+from labelfix.repair.erasure import find_erasures, orphaned_outline
 
 
 def main():

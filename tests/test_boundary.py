@@ -18,7 +18,7 @@ from labelfix.model.refiner import (
     scale_for,
     train_refiner,
 )
-from labelfix.train.finish import REFINER_MIN_GAIN, REFINER_SECOND_MIN_GAIN
+from labelfix.policy import REFINER_MIN_GAIN, REFINER_SECOND_MIN_GAIN
 
 
 def test_the_band_lies_along_decided_boundaries_inside_the_hole():

@@ -8,9 +8,10 @@ from PIL import Image
 
 from labelfix.bank.manifest import Finishing
 from labelfix.bench.baselines import nearest_label
+from labelfix.policy import BLIND_CHANGE_LIMIT
 from labelfix.repair.run import repair
 from labelfix.repair.settings import RepairSettings
-from labelfix.train.calibrate import BLIND_CHANGE_LIMIT, MODES, WEIGHTS, setting_name
+from labelfix.train.calibrate import MODES, WEIGHTS, setting_name
 
 
 def test_training_measures_a_weight_per_mode(bank):

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from labelfix.repair.erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline, outline_lines, row_runs
+from labelfix.policy import REVIEW_ORPHANED
+from labelfix.repair.erasure import find_erasures, orphaned_outline, outline_lines, row_runs
 
 
 def disc(h, w, cy, cx, r):

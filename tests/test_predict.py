@@ -7,9 +7,10 @@ from labelfix.bank.manifest import Finishing
 from labelfix.device import resolve_precision
 from labelfix.errors import UsageError
 from labelfix.inference.correction import Correction
-from labelfix.inference.finish import OVERTURN_CONFIDENCE, classes_that_can_win, finish_labels, nearest_known_label
+from labelfix.inference.finish import classes_that_can_win, finish_labels, nearest_known_label
 from labelfix.inference.guided import ImageGuide, pixel_grid, sample_at
 from labelfix.model.propagate import nearest_fill, nearest_seed
+from labelfix.policy import OVERTURN_CONFIDENCE
 from labelfix.train.damage import random_blocks
 
 

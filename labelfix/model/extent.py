@@ -5,7 +5,7 @@ to the nearest other label, and the guided filter keeps it there. Whether that i
 hole: the paper's removed cells are the most background-heavy of the label, and the objects next to
 them reach only a little way in (VOC val, the bundled bank: objects predicted on twice the pixels they
 hold); a block cut across an object has it run on. A constant bias towards the background trades one
-for the other (calibrate.py: cells 37.6 -> 45.2 mIoU at 3, blocks 87.1 -> 80.5).
+for the other (train/calibrate.py: cells 37.6 -> 45.2 mIoU at 3, blocks 87.1 -> 80.5).
 
 `ExtentBias` reads, at each unknown pixel of the model grid, how far it is from a known pixel, from
 known background and from a known object, whether its nearest known label is background, how sure the
@@ -95,7 +95,7 @@ def hole_size(hole: torch.Tensor) -> torch.Tensor:
 
 def output_features(label: torch.Tensor, nearest: torch.Tensor, distance: torch.Tensor, logits: torch.Tensor,
                     prior_scale: float, background: int, share: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """`extent_features` from the model's output without its prior (as predict.run_model has it), of
+    """`extent_features` from the model's output without its prior (as inference.run.run_model has it), of
     which `share` is taken; returns (features (B, S, S, F), those logits with the prior added back
     (B, K, S, S))."""
     with_prior = (share * logits.float()).scatter_add_(1, nearest[:, None], torch.full(nearest[:, None].shape,

@@ -20,8 +20,9 @@ def patch_mean(values: torch.Tensor, patch_size: int) -> torch.Tensor:
     return pooled.flatten(1)
 
 
-def background_pixels(label: torch.Tensor, background_index: int | None) -> torch.Tensor:
-    """(B, H, W) bool: background-class pixels plus unlabelled ones (label < 0)."""
+def background_pixels(label, background_index: int | None):
+    """Background-class pixels plus unlabelled ones (label < 0): a bool tensor or array shaped as `label` (a
+    tensor or a numpy array). A class set without a background class has only the unlabelled ones."""
     bg = label < 0
     if background_index is not None:
         bg = bg | (label == background_index)

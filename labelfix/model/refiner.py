@@ -12,10 +12,10 @@ the decision so far. A small MLP gives a correction to the logit of the decision
 probability, so a refiner that learned nothing keeps the decision. Labels larger than `SIDE` read a
 window and band scaled to their size. It is fitted after calibration, on the bank's own repairs of
 training labels with blocks and the paper's cells made missing, by cross-entropy against the true labels
-(train.fit_refiner), and applied in the repair modes where it scored at least train.REFINER_MIN_GAIN
+(train/finish.py: fit_refiner), and applied in the repair modes where it scored at least policy.REFINER_MIN_GAIN
 better on validation labels. A second refiner of the same shape, fitted on the band of the boundaries the
 first leaves (the bank's `refiner_second`), decides them once more where it gains enough for its cost
-(train.REFINER_SECOND_MIN_GAIN): the first moves a fifth of its band and still leaves objects too thin
+(policy.REFINER_SECOND_MIN_GAIN): the first moves a fifth of its band and still leaves objects too thin
 (bundled bank, --policy replace: labelfix bench PA-mIoU held out 51.0 / 50.7 / 50.1 -> 55.4 / 52.0 / 50.5).
 
 VOC val, bundled bank (benchmarks/repair_quality.py, --missing 255): blocks 86.5 -> 87.6 mIoU, paper
@@ -23,7 +23,7 @@ cells 48.9 -> 50.8 at 256 px, 85.3 -> 86.3 and 48.2 -> 50.5 at 500 px; labelfix 
 replace) PA-mIoU 41.0 / 46.5 / 49.1 -> 45.6 / 51.3 / 50.6. The band holds about 2,200 pixels of a 256 px
 label and 9,400 of a 500 px one. On one thread a 500 px label costs about 6 ms (the band 0.6, the
 features 2.7, the MLP 2.1-2.5 with its first layer in bf16; 13 ms before those were made faster),
-about what the guided filter's second pass, which the refiner replaces (predict.py), costs (5 to 8).
+about what the guided filter's second pass, which the refiner replaces (inference/finish.py), costs (5 to 8).
 """
 
 from __future__ import annotations

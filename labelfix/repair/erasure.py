@@ -33,7 +33,6 @@ MIN_EDGE = 0.03          # shortest cut edge, as a share of the label's longer s
 MIN_DIRECT = 0.6         # share of a cut edge where object touches background directly (not outline)
 MAX_LOOSE_CONTACT = 0.3  # more direct contact outside cut edges than this share: no outline convention
 MAX_OUTLINE_WIDTH = 0.02  # thickest outline crossing, as a share of the longer side (at least 4 px)
-REVIEW_ORPHANED = 0.3     # a label with this share of its outline orphaned needs review
 OUTLINES_AT_HALF_SIZE_ABOVE = 320  # labels whose longer side exceeds this have their outlines read at half size
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..policy import REVIEW_BELOW
+
 POLICIES = ("fill", "replace")
 
 
@@ -24,7 +26,7 @@ class RepairSettings:
     ratio: float | None = None           # None = auto: the bank ratio nearest the background fraction
     policy: str = "fill"
     min_confidence: float = 0.0
-    review_below: float = 0.7            # flag an image whose changes (outline fills aside) are less sure on average
+    review_below: float = REVIEW_BELOW   # flag an image whose changes (outline fills aside) are less sure on average
     device: str = "auto"
     batch_size: int = 8
     preview: bool = False

@@ -17,8 +17,9 @@ from ..errors import InputFileError
 from ..files import FATAL_WRITE_ERRORS, OutputError, describe_write_error, unreadable_reason, write_atomic
 from ..inference.finish import finish_labels
 from ..inference.prepare import ModelInput, background_fraction, prepare
+from ..policy import REVIEW_ORPHANED
 from .discover import relative_name
-from .erasure import REVIEW_ORPHANED, find_erasures, orphaned_outline, outline_lines
+from .erasure import find_erasures, orphaned_outline, outline_lines
 from .preview import picture_stem
 from .settings import ImageRow, RepairSettings
 

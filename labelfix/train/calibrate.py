@@ -5,7 +5,7 @@ from. For each repair mode this measures, on validation images, the weight of th
 (0 = nearest-label fill, 1 = the model as trained, 2 = amplified), with or without the image-guided finishing
 filter (guided.py, and its window radius) and with or without the image's colour evidence (colour.py),
 that scores best; then, for that setting, the bias towards the background class that scores best: a
-constant, a share of the bank's learned per-pixel bias (extent.py), or both. It writes them to the
+constant, a share of the bank's learned per-pixel bias (model/extent.py), or both. It writes them to the
 manifest.
 
   missing  ~30% of each label in random blocks made missing, and the paper's cells (the 50% most-background
@@ -39,6 +39,7 @@ from ..inference.finish import finish_labels
 from ..inference.guided import RADIUS
 from ..inference.prepare import prepare
 from ..inference.run import run_model
+from ..policy import BLIND_CHANGE_LIMIT
 from .damage import background_cells, random_blocks
 from .events import CalibrateStep
 
@@ -60,13 +61,10 @@ SETTINGS = [Finishing(w, g, c, r) for w in WEIGHTS for g, r in FILTERS for c in 
 # Bundled bank, 64 calibration labels: missing 74.3 -> 75.2 at 0.5, replace 38.7 -> 46.3 at 1.5, blind
 # best without
 BIASES = (0.5, 1.0, 1.5, 2.0, 3.0)
-# shares of the bank's learned background bias (extent.py), tried with no constant bias and with each of
+# shares of the bank's learned background bias (model/extent.py), tried with no constant bias and with each of
 # BIASES
 EXTENTS = (0.5, 0.75, 1.0, 1.25)
 MODES = ("missing", "replace", "blind")
-# % of undamaged pixels a blind setting may change on the calibration labels; below the 1% we promise,
-# since 64 labels estimate it loosely (VOC: 1.98% on all val labels was 2.09% on the held-out ones)
-BLIND_CHANGE_LIMIT = 0.75
 
 
 def setting_name(f: Finishing) -> str:
@@ -116,7 +114,7 @@ def measure(bank, pairs, settings: dict, device, seed: int, step=None, refiners:
     (case, setting) for settings {mode: [setting]} (a mode with none is not run).
 
     The same seed draws the same damage, so two calls score the same cases. With `refiners`, every
-    setting is finished with those passes of the boundary refiner (boundary.py)."""
+    setting is finished with those passes of the boundary refiner (model/refiner.py)."""
     K, bg = bank.classes.num_classes, bank.classes.background_index
     gen = torch.Generator().manual_seed(seed)
     conf = {}  # (mode, setting) -> {case: (K, K) confusion}

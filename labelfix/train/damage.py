@@ -68,7 +68,7 @@ def background_cells(label, background_index: int | None, grid: int = 14, ratio:
     H, W = label.shape
     ys = np.linspace(0, H, grid + 1).astype(int)
     xs = np.linspace(0, W, grid + 1).astype(int)
-    bg = label < 0 if background_index is None else (label < 0) | (label == background_index)
+    bg = background_pixels(label, background_index)
     share = [(bg[ys[i]:ys[i + 1], xs[j]:xs[j + 1]].mean(), i, j) for i in range(grid) for j in range(grid)]
     share.sort(key=lambda c: -c[0])  # stable
     cells = np.zeros((H, W), bool)

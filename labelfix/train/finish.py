@@ -14,6 +14,7 @@ from ..bank.store import load_bank, save_weights
 from ..classes import ClassSet
 from ..data import load_pair
 from ..device import fit_threads_to_load
+from ..policy import REFINER_MIN_GAIN, REFINER_SECOND_MIN_GAIN
 from .damage import random_blocks
 from .events import Calibrated, ExtentFitted, FitStarted, RefinerFitted
 
@@ -40,7 +41,7 @@ def _missing_hole_cases(bank, classes: ClassSet, pairs, gen: torch.Generator, ba
 
 def fit_extent(bank_dir: Path, pairs, classes: ClassSet, device="cpu", seed: int = 0, batch: int = 16,
                share: float | None = None) -> dict:
-    """Fit the learned background bias of holes (extent.py) on the bank's own output for training
+    """Fit the learned background bias of holes (model/extent.py) on the bank's own output for training
     labels with random blocks and with the paper's cells missing, and add it to the bank
     (extent.safetensors and the manifest's `extent`). A bank without a background class gets none.
     share: of the model's correction, as extent.CORRECTION_SHARE by default. Returns what it did, for the
@@ -81,20 +82,9 @@ def fit_extent(bank_dir: Path, pairs, classes: ClassSet, device="cpu", seed: int
     return {"samples": samples, "seconds": round(time.time() - t0, 1)}
 
 
-# mIoU a repair mode must gain on the validation labels to use the boundary refiner: more than 64 labels' noise
-# (VOC, bundled bank: missing +1.3, replace +0.9, blind +0.04)
-REFINER_MIN_GAIN = 0.25
-
-
-# ... and to use its second pass, which costs as much again (VOC, 500 px, `--missing`: 8% of the whole
-# command's throughput; bundled bank: replace +2.46 kept, missing +0.29 not, though all 289 val labels
-# confirm it there: blocks +0.3, cells +1.1 mIoU)
-REFINER_SECOND_MIN_GAIN = 1.0
-
-
 def fit_refiner(bank_dir: Path, pairs, val_pairs, device="cpu", seed: int = 0, batch: int = 16,
                 second: bool = False) -> dict:
-    """Fit the boundary refiner (boundary.py) on the calibrated bank's own repairs of training labels with
+    """Fit the boundary refiner (model/refiner.py) on the calibrated bank's own repairs of training labels with
     random blocks and with the paper's cells made missing, then keep it for the repair modes where it
     scores at least REFINER_MIN_GAIN better on `val_pairs` (the calibration's cases, calibrate.py) and add
     it to the bank (refiner.safetensors and the manifest's `refiner`).

@@ -7,8 +7,8 @@ then background-first removal). Adam (beta1 0.9, weight decay 1e-4) with ReduceL
 processes under `torchrun` (DistributedDataParallel; gloo on CPU, nccl on CUDA).
 
 Then, where there is a background class, the learned background bias of
-holes (extent.py) on the model's own output; each repair mode is calibrated (calibrate.py); and the
-boundary refiner (boundary.py) is fitted on the calibrated bank's repairs and kept for the modes it
+holes (model/extent.py) on the model's own output; each repair mode is calibrated (train/calibrate.py); and the
+boundary refiner (model/refiner.py) is fitted on the calibrated bank's repairs and kept for the modes it
 improves, then its second pass on the boundaries the first leaves."""
 
 from __future__ import annotations

@@ -1,0 +1,33 @@
+"""What labelfix may change, what it sends to review, and what a bank must show to use a stage: the
+decision thresholds of repair and of a bank's calibration, in one place. (Engineering limits, such as memory
+bounds and block sizes, stay beside the code they bound.)"""
+
+# repair
+
+# blind fill: a labelled pixel takes a new class only where the model is at least this sure of it. VOC val,
+# bundled bank, 256 px (repair_quality): undamaged pixels changed on clean labels 0.43% -> 0.17%, with dropped
+# objects 0.69% -> 0.44%, dropped objects 32.0 -> 31.9 mIoU, blocks set to 0 unchanged (80.4); at 0.5:
+# 0.21% / 0.48% / 32.0, at 0.7: 0.14% / 0.41% / 31.9
+OVERTURN_CONFIDENCE = 0.6
+
+# a label whose changes (outline fills aside) are less sure than this on average needs review
+# (RepairSettings.review_below, --review-below)
+REVIEW_BELOW = 0.7
+
+# a label with this share of its outline orphaned (background on both sides) needs review
+REVIEW_ORPHANED = 0.3
+
+# calibration (labelfix train)
+
+# % of undamaged pixels a blind setting may change on the calibration labels; below the 1% we promise,
+# since 64 labels estimate it loosely (VOC: 1.98% on all val labels was 2.09% on the held-out ones)
+BLIND_CHANGE_LIMIT = 0.75
+
+# mIoU a repair mode must gain on the validation labels to use the boundary refiner: more than 64 labels' noise
+# (VOC, bundled bank: missing +1.3, replace +0.9, blind +0.04)
+REFINER_MIN_GAIN = 0.25
+
+# ... and to use its second pass, which costs as much again (VOC, 500 px, `--missing`: 8% of the whole
+# command's throughput; bundled bank: replace +2.46 kept, missing +0.29 not, though all 289 val labels
+# confirm it there: blocks +0.3, cells +1.1 mIoU)
+REFINER_SECOND_MIN_GAIN = 1.0
