@@ -1,5 +1,7 @@
 import json
 import os
+import threading
+import time
 
 import pytest
 
@@ -48,6 +50,25 @@ def test_a_second_run_is_refused_naming_the_process_and_shards_of_one_run_work_t
             OutputLock(tmp_path, None).__enter__()  # a whole run beside its shards
     with OutputLock(tmp_path, None):  # all released
         pass
+
+
+def test_a_shard_waits_out_another_shard_probing_the_whole_run_lock(tmp_path):
+    """Two shards started at once both probe the whole run's lock; a probe is not a whole run."""
+    from filelock import FileLock
+
+    held = threading.Event()
+
+    def probe():  # what the other shard's probe holds for a moment
+        with FileLock(str(tmp_path / ".labelfix.lock"), timeout=0):
+            held.set()
+            time.sleep(0.2)
+
+    other = threading.Thread(target=probe)
+    other.start()
+    held.wait()
+    with OutputLock(tmp_path, (0, 2)):
+        pass
+    other.join()
 
 
 def test_the_journal_keeps_rows_as_they_were_written_and_drops_a_torn_last_line(tmp_path):

@@ -59,8 +59,6 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_holds_it(j
     run(labels, images, bank, out=out)  # free again
 
 
-@pytest.mark.xfail(strict=False, reason="known race, about 1 run in 10 of the whole suite: one of two shards "
-                   "started at once fails; its error is now reported by the assert below")
 def test_shards_of_one_run_work_at_once(job, bank, tmp_path):
     labels, images = job
     out = tmp_path / "out"

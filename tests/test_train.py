@@ -79,7 +79,7 @@ def test_two_process_gloo_run(dataset, tmp_path):
     """The torchrun / DistributedDataParallel path, on 2 CPU processes with gloo."""
     script = tmp_path / "run.py"
     script.write_text(
-        "from pathlib import Path\nfrom labelfix.train import TrainSettings, train_bank\n"
+        "from pathlib import Path\nfrom labelfix.api import TrainSettings, train_bank\n"
         f"train_bank(TrainSettings(data=Path({str(dataset)!r}), out=Path({str(tmp_path / 'ddp')!r}), preset='tiny',"
         " epochs=1, finetune_epochs=1, ratios=(0.5,), batch_size=3, val_every=0, device='cpu'))\n")
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -29,6 +29,7 @@ MARKER_TEXT = b"labelfix writes this folder\n"
 JOURNAL = ".labelfix-journal"
 LOCK = ".labelfix"
 REPORT_FORMAT = "labelfix-report"  # the `format` field of every report labelfix writes
+PROBE_WAIT_S = 1.0  # how long a rival's lock may be busy before it counts as held by a running rival
 
 
 def part_name(shard: tuple[int, int] | None) -> str:
@@ -85,7 +86,8 @@ class OutputLock:
                   else [self.out / f"{LOCK}.lock"])
         self._take(self.lock)
         for rival in rivals:  # held by a run of another kind: refuse; free: ours to pass
-            probe = FileLock(str(rival), timeout=0)
+            # a shard starting at the same moment probes the same rival for a few microseconds: wait that out
+            probe = FileLock(str(rival), timeout=PROBE_WAIT_S, poll_interval=0.01)
             try:
                 probe.acquire()
             except Timeout:
