@@ -97,11 +97,10 @@ def repair(
 ):
     from ..repair.report import merge_reports  # torch: imported when a command runs, not for --help
     from ..repair.run import repair as run_repair
-    from ..repair.settings import RepairSettings  # torch: imported when a command runs, not for --help
+    from ..repair.settings import RepairSettings, default_out  # torch: imported when a command runs, not for --help
 
     if merge:
-        target = out or (labels.resolve().with_name(labels.resolve().name + "-repaired"))
-        path = merge_reports(target)
+        path = merge_reports(out or default_out(labels))
         print(path.parent if quiet else f"merged into {path}")
         return
     settings = RepairSettings(labels=labels, images=images, out=out, bank=bank,
