@@ -19,7 +19,6 @@ from .errors import DataError, InputFileError
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")  # looked for in this order
 PHOTO_EXTS = tuple(e for e in IMAGE_EXTS if e != ".png")  # images that cannot be labels (labels are PNGs)
 
-
 VOC_NAMES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
              "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
              "train", "tvmonitor")

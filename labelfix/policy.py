@@ -11,7 +11,7 @@ bounds and block sizes, stay beside the code they bound.)"""
 OVERTURN_CONFIDENCE = 0.6
 
 # a label whose changes (outline fills aside) are less sure than this on average needs review
-# (RepairSettings.review_below, --review-below)
+# (RepairSettings.review_below)
 REVIEW_BELOW = 0.7
 
 # a label with this share of its outline orphaned (background on both sides) needs review
@@ -27,7 +27,7 @@ BLIND_CHANGE_LIMIT = 0.75
 # (VOC, bundled bank: missing +1.3, replace +0.9, blind +0.04)
 REFINER_MIN_GAIN = 0.25
 
-# ... and to use its second pass, which costs as much again (VOC, 500 px, `--missing`: 8% of the whole
-# command's throughput; bundled bank: replace +2.46 kept, missing +0.29 not, though all 289 val labels
-# confirm it there: blocks +0.3, cells +1.1 mIoU)
+# mIoU a repair mode must gain to use the refiner's second pass, which costs as much again (VOC, 500 px,
+# `--missing`: 8% of the whole command's throughput; bundled bank: replace +2.46 kept, missing +0.29 not,
+# though all 289 val labels confirm it there: blocks +0.3, cells +1.1 mIoU)
 REFINER_SECOND_MIN_GAIN = 1.0

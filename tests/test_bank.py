@@ -110,3 +110,33 @@ def test_hf_bank_from_local_cache_offline(bank, tmp_path, monkeypatch):
     assert b.ratios == [0.3, 0.5, 0.7]
     with pytest.raises(BankError, match="cannot fetch"):
         load_bank("hf://someorg/not-there")
+
+
+def test_a_manifest_reads_and_writes_back_byte_for_byte_keeping_entries_it_does_not_know(bank, tmp_path):
+    from labelfix.bank.manifest import Manifest, update_manifest
+
+    dst = copy_bank(bank, tmp_path)
+    raw = json.loads((dst / "manifest.json").read_text())
+    raw["made_by"] = {"tool": "a newer labelfix"}
+    (dst / "manifest.json").write_text(json.dumps(raw, indent=2) + "\n")
+    before = (dst / "manifest.json").read_bytes()
+    Manifest.read(dst).write(dst)
+    assert (dst / "manifest.json").read_bytes() == before
+    update_manifest(dst, calibration={"images": 1})
+    after = json.loads((dst / "manifest.json").read_text())
+    assert after["made_by"] == {"tool": "a newer labelfix"} and after["calibration"] == {"images": 1}
+
+
+@pytest.mark.parametrize("key,value,reason", [
+    ("correction_weight", {"missing": "high"}, "correction_weight' of missing is 'high'"),
+    ("guided_filter", ["missing"], "guided_filter' must map each repair mode"),
+    ("guided_filter", {"blind": "false"}, "not a true/false"),
+    ("extent", {"hidden": 32}, "'extent' must name its weights file"),
+])
+def test_a_manifest_entry_of_the_wrong_kind_is_a_bank_error_naming_it(bank, tmp_path, key, value, reason):
+    dst = copy_bank(bank, tmp_path)
+    raw = json.loads((dst / "manifest.json").read_text())
+    raw[key] = value
+    (dst / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(BankError, match=reason):
+        load_bank(dst)

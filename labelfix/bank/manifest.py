@@ -44,10 +44,12 @@ class Finishing:
     extent: float = 0.0           # share of the bank's learned per-pixel background bias (model/extent.py)
 
 
-# Finishing's fields, each stored as its own {mode: value} entry of the file (in this order)
+# Finishing's fields, each stored as its own {mode: value} entry of the file, in this order
 FINISHING_KEYS = {"weight": "correction_weight", "guided": "guided_filter", "colour": "colour_weight",
                   "radius": "guided_radius", "background_bias": "background_bias", "extent": "extent_scale"}
-_FINISHING_ORDER = ("weight", "guided", "colour", "radius", "background_bias", "extent")
+MODE_ORDER = ("missing", "replace", "blind")  # the repair modes, in the order the file lists them
+# the entries that name a weights file ({file, sha256, ...}) beside the ratio models
+WEIGHTS_ENTRIES = ("encoder", "extent", *REFINER_PASSES)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Manifest:
     calibration: dict | None = None
     refiner: dict | None = None
     refiner_second: dict | None = None
+    extra: dict = field(default_factory=dict)  # entries this labelfix does not know: kept as they are
 
     def finishing_of(self, mode: str) -> Finishing:
         """A mode's finishing; a bank never calibrated applies the whole correction and nothing else."""
@@ -71,7 +74,7 @@ class Manifest:
 
     def weights_entries(self) -> dict[str, dict]:
         """The entries beside the ratio models that name a weights file: {key: {file, sha256, ...}}."""
-        return {key: getattr(self, key) for key in ("encoder", "extent", *REFINER_PASSES) if getattr(self, key)}
+        return {key: getattr(self, key) for key in WEIGHTS_ENTRIES if getattr(self, key)}
 
     def updated(self, **changes) -> Manifest:
         return replace(self, **changes)
@@ -84,12 +87,12 @@ class Manifest:
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.finishing:
-            for name in _FINISHING_ORDER:
-                out[FINISHING_KEYS[name]] = {m: getattr(f, name) for m, f in self.finishing.items()}
+            for name, key in FINISHING_KEYS.items():
+                out[key] = {m: getattr(f, name) for m, f in self.finishing.items()}
         for key in ("calibration", *REFINER_PASSES):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
-        return out
+        return {**out, **self.extra}
 
     @classmethod
     def from_json(cls, m: dict, where: str) -> Manifest:
@@ -103,14 +106,21 @@ class Manifest:
             classes = ClassSet.from_dict(m["classes"], where)
             ratios = m["ratios"]
             finishing = _read_finishing(m)
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise BankError(f"{where}: manifest is incomplete or invalid ({e})") from None
         if not isinstance(ratios, dict) or not all(isinstance(e, dict) for e in ratios.values()):
             raise BankError(f"{where}: 'ratios' must map each mask ratio to its model file "
                             '({"0.50": {"file": ..., "sha256": ...}}), not ' + type(ratios).__name__)
-        optional = {f.name: m.get(f.name) for f in fields(cls)
-                    if f.name not in ("config", "classes", "ratios", "finishing")}
-        return cls(cfg, classes, ratios, finishing=finishing, **optional)
+        for key in WEIGHTS_ENTRIES:
+            entry = m.get(key)
+            if entry is not None and not (isinstance(entry, dict) and isinstance(entry.get("file"), str)
+                                          and isinstance(entry.get("sha256"), str)):
+                raise BankError(f"{where}: '{key}' must name its weights file ({{\"file\": ..., \"sha256\": ...}})")
+        named = {f.name for f in fields(cls)} - {"config", "classes", "ratios", "finishing", "extra"}
+        known = {"format_version", "model_config", "classes", "input_size", "patch_size", "ratios", *named,
+                 *FINISHING_KEYS.values()}
+        return cls(cfg, classes, ratios, finishing=finishing, **{k: m.get(k) for k in named},
+                   extra={k: v for k, v in m.items() if k not in known})
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:
@@ -132,17 +142,21 @@ class Manifest:
 
 def _read_finishing(m: dict) -> dict[str, Finishing]:
     """{mode: Finishing} from the six {mode: value} entries (a missing value: Finishing's default)."""
-    modes = {mode for key in FINISHING_KEYS.values() for mode in (m.get(key) or {})}
-    types = {"weight": float, "guided": bool, "colour": float, "radius": float, "background_bias": float,
-             "extent": float}
+    entries = {name: m.get(key) or {} for name, key in FINISHING_KEYS.items()}
+    for name, entry in entries.items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"'{FINISHING_KEYS[name]}' must map each repair mode to a value")
+    modes = {mode for entry in entries.values() for mode in entry}
+    order = [mode for mode in MODE_ORDER if mode in modes] + sorted(modes - set(MODE_ORDER))
     out = {}
-    for mode in sorted(modes, key=("missing", "replace", "blind", *sorted(modes)).index):
-        values = {}
-        for name, key in FINISHING_KEYS.items():
-            value = (m.get(key) or {}).get(mode)
-            if value is not None:
-                values[name] = types[name](value)
-        out[mode] = Finishing(**values)
+    for mode in order:
+        values = {name: entries[name][mode] for name in entries if entries[name].get(mode) is not None}
+        for name, value in values.items():
+            wanted = bool if name == "guided" else (int, float)
+            if not isinstance(value, wanted) or (name != "guided" and isinstance(value, bool)):
+                raise ValueError(f"'{FINISHING_KEYS[name]}' of {mode} is {value!r}, not a "
+                                 f"{'true/false' if name == 'guided' else 'number'}")
+        out[mode] = Finishing(**{k: v if k == "guided" else float(v) for k, v in values.items()})
     return out
 
 

@@ -1,4 +1,12 @@
-"""A model bank on disk: load, check and save its weights."""
+"""A model bank on disk: a folder with a manifest.json (bank/manifest.py) and the weights it lists.
+
+    ratio-0.50.safetensors, ...   one L-MAE per mask ratio (fp16; read back in fp32)
+    encoder.safetensors           the frozen image encoder, where the model config names one
+    extent.safetensors            optional: the learned background bias of holes (model/extent.py)
+    refiner.safetensors, refiner-second.safetensors   optional: the boundary refiner's passes
+
+Loading checks the format version, each file's sha256, and the weights' keys and shapes, and says what is
+wrong. `hf://ORG/REPO[@REVISION]` is fetched with huggingface_hub (its cache works offline)."""
 
 from __future__ import annotations
 

@@ -27,25 +27,10 @@ from ..inference.prepare import prepare
 from ..inference.run import run_model
 from ..model.masking import STRATEGIES
 from .baselines import crf_available, dense_crf, leave_as_background, nearest_label
+from .events import BenchBatch, BenchStarted
 from .metrics import confusion, iou_per_class, mean_iou, pixel_accuracy
 
 METRICS = ("pa-miou", "miou", "all")
-
-
-@dataclass(frozen=True)
-class BenchStarted:
-    """The first event of a bench run."""
-    images: int
-    ratios: list[float]
-    methods: list[str]
-
-
-@dataclass(frozen=True)
-class BenchBatch:
-    """A batch of images scored at a ratio."""
-    ratio: float
-    done: int
-    total: int
 
 
 @dataclass(frozen=True)
@@ -107,7 +92,7 @@ def bench(s: BenchSettings, progress: Callable[[object], None] | None = None) ->
     methods = ["labelfix", "nearest-label", "leave-as-background"] + (["dense-crf"] if use_crf else [])
     notes = [] if use_crf else ["dense-crf skipped: install the optional extra labelfix[crf] (pydensecrf2)"]
     conf = {(r, m, w): torch.zeros(K, K, dtype=torch.long) for r in ratios for m in methods for w in ("pa", "all")}
-    progress(BenchStarted(len(pairs), ratios, methods))
+    progress(BenchStarted(len(pairs), list(ratios), methods))
     data = [load_pair(i, lab, classes) for i, lab in pairs]
     for r in ratios:
         for start in range(0, len(data), s.batch_size):

@@ -39,12 +39,9 @@ def bench(
     plot: Optional[Path] = typer.Option(None, "--plot", metavar="FILE", rich_help_panel="Output", show_default=False,
                                         help="Write a PNG of PA-mIoU against mask ratio."),
 ):
-    from ..bench.evaluate import (  # torch: imported when a command runs, not for --help
-        METRICS,
-        BenchBatch,
-        BenchSettings,
-    )
+    from ..bench.evaluate import METRICS, BenchSettings  # torch: imported when a command runs, not for --help
     from ..bench.evaluate import bench as run_bench
+    from ..bench.events import BenchBatch
 
     if metric not in METRICS:
         raise UsageError(f"--metric {metric}: choose one of {', '.join(METRICS)}")

@@ -26,8 +26,6 @@ CITYSCAPES_COMPANION = re.compile(r"_gt(?:Fine|Coarse)_(?:color\.png|instanceIds
 
 # files a dataset keeps beside its labels that are not label maps: read (classes.json) or left alone
 COMPANION_SUFFIXES = (".json", ".txt", ".md", ".rst", ".csv", ".tsv", ".yaml", ".yml", ".xml", ".html", ".pdf")
-
-
 COMPANION_STEMS = ("readme", "license", "licence", "notice", "changelog")
 
 
@@ -228,7 +226,7 @@ def check_classes(s: RepairSettings, bank: Bank, files: list[Path]) -> None:
                      "(labelfix train)")
 
 
-def _files_to_repair(s: RepairSettings, files: list[Path]) -> list[Path]:
+def files_to_repair(s: RepairSettings, files: list[Path]) -> list[Path]:
     """The label files of the run (its shard's), or a usage error where the images folder cannot be right."""
     labels = Path(s.labels)
     beside = Path(s.images).resolve() == labels.resolve()  # images beside their labels: the photos are images

@@ -1,4 +1,7 @@
-"""The thread pipeline of one process: prepare, infer and finish labels, overlapped."""
+"""The thread pipeline of one process: prepare, infer and finish labels, overlapped.
+
+Decoding and resizing, inference and finishing and writing run as tasks on one thread pool; at most a few
+batches (and PIXELS_IN_FLIGHT pixels) are in flight, so memory stays flat however large the folder is."""
 
 from __future__ import annotations
 

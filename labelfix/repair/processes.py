@@ -1,6 +1,6 @@
 """Repair in several processes: the files split into sub-shards, one process each, reports joined.
 
-The threads of one process queue for Python's interpreter lock (repair.MAX_AUTO_WORKERS), so on a
+The threads of one process queue for Python's interpreter lock (settings.MAX_AUTO_WORKERS), so on a
 machine with more cores than a process can keep busy, more work in parallel takes more processes. Each
 child is a whole `repair` of one sub-shard (its own pool, its own model, on the GPU too) that writes its
 part of the report; the parent forwards the children's per-file events and joins the parts.
@@ -60,7 +60,7 @@ def auto_processes(todo: int, threads_per_process: int, cores: int | None = None
     return max(1, min(cores // threads_per_process, todo // MIN_FILES_PER_PROCESS))
 
 
-def repair_in_processes(s: RepairSettings, n: int, threads: int, progress: Callable[[dict], None],
+def repair_in_processes(s: RepairSettings, n: int, threads: int, progress: Callable[[FileDone], None],
                         work: Callable) -> list[Path]:
     """Repair the files of `s` in n child processes of `threads` pipeline threads each, each running
     `work(settings, progress)` (a module-level function: it travels to the children by name) on its

@@ -1,9 +1,9 @@
 """`labelfix repair`: complete a folder of broken labels into a new folder, safely.
 
-Decoding and resizing, inference (in batches) and finishing and writing run as tasks on one thread
-pool and overlap; at most a few batches are in flight, so memory stays flat however large the folder is.
-On machines with many cores the files are split between processes, each such a pipeline (processes.py).
-Bad files become report rows with a reason; they never stop the batch."""
+One path: discover the files and check the settings (discover.py), take the folder's lock and resume from
+its journals (outfolder.py), run the pipeline (pipeline.py; on many cores in processes, processes.py),
+write the report (report.py) and the review page (preview.py). Bad files become report rows with a
+reason; they never stop the batch."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from ..device import pick_device, resolve_precision
 from ..errors import UsageError
 from ..files import OutputError, describe_write_error
 from .discover import (
-    _files_to_repair,
     check_classes,
     check_missing_values,
     check_settings,
+    files_to_repair,
     list_label_files,
     relative_name,
     with_images,
@@ -65,7 +65,7 @@ def _repair(s: RepairSettings, progress: Callable[[object], None], page: bool, j
     files, companions = list_label_files(labels, s.recursive) if labels.is_dir() else ([], 0)
     s = with_images(s, files)
     out = check_settings(s, files)
-    files = _files_to_repair(s, files)
+    files = files_to_repair(s, files)
     bank = load_bank(s.bank)
     check_classes(s, bank, files)
     check_missing_values(s, files)

@@ -19,7 +19,7 @@ MAX_AUTO_WORKERS = 4
 @dataclass(frozen=True)
 class RepairSettings:
     labels: Path
-    images: Path | None = None  # None: where common layouts keep them (data.guess_images_folder)
+    images: Path | None = None  # None: where common layouts keep them (discover.guess_images_folder)
     out: Path | None = None
     bank: str | None = None
     missing: tuple[int, ...] = ()
@@ -38,8 +38,8 @@ class RepairSettings:
                                           # (the CLI's default; a library caller opts in, since more than one
                                           # spawns processes that import its main module: see processes.py)
     precision: str = "auto"               # the model's: auto = bf16 where the device does it natively
-    find_erasures: bool = True            # blind fill: read the outlines for erased blocks (erasure.py) and
-                                          # dropped objects (objects.py) and repair them
+    find_erasures: bool = True            # blind fill: read the outlines for erased blocks (erasure.py),
+                                          # repair them as missing, and flag orphaned outlines for review
     recursive: bool = False               # the labels of LABELS' subfolders too; images and output mirror its tree
     classes: str | None = None            # a classes.json of the labels' classes, or "bank": they use the bank's
 

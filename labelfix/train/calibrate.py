@@ -3,9 +3,9 @@
 A bank that learned little for some kind of damage must not do worse than the propagation it starts
 from. For each repair mode this measures, on validation images, the weight of the model's correction
 (0 = nearest-label fill, 1 = the model as trained, 2 = amplified), with or without the image-guided finishing
-filter (guided.py, and its window radius) and with or without the image's colour evidence (colour.py),
-that scores best; then, for that setting, the bias towards the background class that scores best: a
-constant, a share of the bank's learned per-pixel bias (model/extent.py), or both. It writes them to the
+filter (inference/guided.py, and its window radius) and with or without the image's colour evidence
+(inference/colour.py), that scores best; then, for that setting, the bias towards the background class that
+scores best: a constant, a share of the bank's learned per-pixel bias (model/extent.py), or both. It writes them to the
 manifest.
 
   missing  ~30% of each label in random blocks made missing, and the paper's cells (the 50% most-background
@@ -50,7 +50,7 @@ WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 # narrower window does better on holes (VOC blocks 85.7 -> 87.0, paper cells 36.7 -> 37.6 at 0.05), the
 # paper's protocol without it worse (PA-mIoU 37.4 -> 36.0 at ratio 0.5), so each mode picks its own
 FILTERS = ((False, RADIUS), (True, RADIUS), (True, 0.05))  # (guided, radius)
-# weights of the colour evidence (colour.py). VOC's erased blocks want more, the paper's cells less (all val
+# weights of the colour evidence (inference/colour.py). VOC's erased blocks want more, the paper's cells less (all val
 # labels, bundled bank: 0.5 / 1 / 1.5 give blocks 85.1 / 86.7 / 87.3 and cells 40.3 / 40.0 / 38.1); 1 holds
 # up on both, and each value more doubles the first pass
 COLOURS = (0.0, 1.0)
@@ -69,7 +69,7 @@ MODES = ("missing", "replace", "blind")
 
 def setting_name(f: Finishing) -> str:
     """How a calibration score is keyed in the manifest: "0.75", "0.75+guided", "0.75+guided0.05+colour1.0+bg0.5",
-    "...+extent1.0" (a radius other than guided.py's default is named)."""
+    "...+extent1.0" (a radius other than inference/guided.py's default is named)."""
     filt = ("+guided" + ("" if f.radius == RADIUS else str(f.radius))) if f.guided else ""
     return (str(f.weight) + filt + (f"+colour{f.colour}" if f.colour else "")
             + (f"+bg{f.background_bias}" if f.background_bias else "") + (f"+extent{f.extent}" if f.extent else ""))

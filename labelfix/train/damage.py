@@ -44,18 +44,6 @@ def drop_classes(label: torch.Tensor, background_index: int | None, share: float
     return dropped.to(label.device)
 
 
-def drop_some_classes(label: np.ndarray, background_index: int, rng: np.random.Generator,
-                      share: float = 0.5) -> np.ndarray:
-    """The namer's training damage (objects.py), on a numpy label: each object class of a label dropped
-    to background with chance `share` (at least one): (H, W) bool of the dropped pixels. label (H, W)
-    model indices."""
-    present = [c for c in np.unique(label) if c >= 0 and c != background_index]
-    chosen = [c for c in present if rng.random() < share]
-    if not chosen and present:
-        chosen = [present[rng.integers(len(present))]]
-    return np.isin(label, chosen)
-
-
 def blind_editable(damaged: torch.Tensor, removed_px: torch.Tensor, background_index: int | None) -> torch.Tensor:
     """Blind repair: inside removed patches, background and unlabelled pixels are the ones that may change."""
     return removed_px & background_pixels(damaged, background_index)

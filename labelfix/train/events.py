@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,13 @@ class EpochDone:
     val: list[dict] | None = None  # validation per ratio, where this epoch validated
 
     def row(self) -> dict:
-        fields = {"event": "epoch", **self.__dict__}
-        return {k: v for k, v in fields.items() if k != "val" or v is not None}
+        values = {"event": "epoch", **asdict(self)}
+        return {k: v for k, v in values.items() if k != "val" or v is not None}
 
 
 @dataclass(frozen=True)
 class FitStarted:
-    """A step after training begins: "extent" (the background bias), "calibrate", "refiner" or
+    """A step after the models are trained: "extent" (the background bias), "calibrate", "refiner" or
     "refiner-second" (the boundary refiner's passes)."""
     what: str
     images: int

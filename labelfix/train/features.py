@@ -1,7 +1,7 @@
 """The image encoder's features of the training views, computed once and cached on disk.
 
 The encoder is frozen, so what it makes of a training view never changes: training computes it once for
-every image and each of its fixed views (data.TrainSamples `views`), keeps it in memory (fp16) and on
+every image and each of its fixed views (samples.TrainSamples `views`), keeps it in memory (fp16) and on
 disk, and an epoch costs what it costs without an encoder. The cache lives in
 `$LABELFIX_CACHE/features/` (default `~/.cache/labelfix/features/`), one file per key: the sha256 of the
 encoder's weights, its input size, the views (seed, count, smallest crop) and every image and label

@@ -1,4 +1,7 @@
-"""After the models are trained: fit the background bias and the boundary refiner, calibrate."""
+"""After the models are trained (`finish_bank`): where there is a background class, the learned background bias
+of holes (model/extent.py) is fitted on the model's own output; each repair mode is calibrated
+(train/calibrate.py); then the boundary refiner (model/refiner.py) is fitted on the calibrated bank's repairs
+and kept for the modes it improves, and its second pass on the boundaries the first leaves."""
 
 from __future__ import annotations
 
@@ -44,7 +47,7 @@ def fit_extent(bank_dir: Path, pairs, classes: ClassSet, device="cpu", seed: int
     """Fit the learned background bias of holes (model/extent.py) on the bank's own output for training
     labels with random blocks and with the paper's cells missing, and add it to the bank
     (extent.safetensors and the manifest's `extent`). A bank without a background class gets none.
-    share: of the model's correction, as extent.CORRECTION_SHARE by default. Returns what it did, for the
+    share: of the model's correction, as model/extent.py CORRECTION_SHARE by default. Returns what it did, for the
     progress log."""
     from ..inference.prepare import resize_label
     from ..inference.run import run_model
@@ -86,7 +89,7 @@ def fit_refiner(bank_dir: Path, pairs, val_pairs, device="cpu", seed: int = 0, b
                 second: bool = False) -> dict:
     """Fit the boundary refiner (model/refiner.py) on the calibrated bank's own repairs of training labels with
     random blocks and with the paper's cells made missing, then keep it for the repair modes where it
-    scores at least REFINER_MIN_GAIN better on `val_pairs` (the calibration's cases, calibrate.py) and add
+    scores at least REFINER_MIN_GAIN better on `val_pairs` (the calibration's cases, train/calibrate.py) and add
     it to the bank (refiner.safetensors and the manifest's `refiner`).
 
     With `second`, fit its second pass instead, on the boundaries the first leaves, for the modes the

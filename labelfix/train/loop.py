@@ -4,12 +4,8 @@ The base model learns every kind of damage labelfix repairs: the paper's three m
 strategies (1:2:2), explicit missing blocks, and blind damage (blocks or objects set to background,
 then background-first removal). Adam (beta1 0.9, weight decay 1e-4) with ReduceLROnPlateau
 (patience 5, threshold 1e-3, factor 0.8), as in the paper. Runs on one device, or on several
-processes under `torchrun` (DistributedDataParallel; gloo on CPU, nccl on CUDA).
-
-Then, where there is a background class, the learned background bias of
-holes (model/extent.py) on the model's own output; each repair mode is calibrated (train/calibrate.py); and the
-boundary refiner (model/refiner.py) is fitted on the calibrated bank's repairs and kept for the modes it
-improves, then its second pass on the boundaries the first leaves."""
+processes under `torchrun` (DistributedDataParallel; gloo on CPU, nccl on CUDA). What follows the
+training (the background bias, calibration, the boundary refiner) is train/finish.py."""
 
 from __future__ import annotations
 

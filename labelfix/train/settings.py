@@ -7,7 +7,6 @@ from pathlib import Path
 
 DAMAGE_KINDS = ("paper", "missing-blocks", "blind-blocks", "blind-objects")
 
-
 FINETUNE_SHARE = 0.2  # of --budget-minutes, for the per-ratio fine-tunes together
 
 
