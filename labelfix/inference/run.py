@@ -30,33 +30,28 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
     # one label at a time: a batch's shapes (its padding, the kernels they select) would make a label's
     # numbers, and so now and then a pixel of its output, depend on the labels it shares a batch with
     for i, item in enumerate(items):
-        idx, ratio = [i], item.ratio
-        model = bank.model(ratio, device, bf16_weights=resolve_precision(precision, device) == "bf16")
-        image = torch.stack([items[i].image for i in idx]).to(device)
-        label = torch.stack([items[i].label_in for i in idx]).to(device)
-        removed = torch.stack([items[i].removed for i in idx]).to(device)
-        editable = torch.stack([items[i].editable for i in idx]).to(device)
+        model = bank.model(item.ratio, device, bf16_weights=resolve_precision(precision, device) == "bf16")
+        image, label, removed, editable = (t[None].to(device) for t in (item.image, item.label_in, item.removed,
+                                                                         item.editable))  # a batch of one
         # computed once: the model's input and its prior; the 2-D mending passes (40% of the cost) settle
         # rare near-ties between two equally near known pixels, which do not matter to the model
         nearest = nearest_fill(label, with_distance=True, mend=False)
         with inference_autocast(device, precision):
-            features = encode(bank, [items[i] for i in idx], device)
+            features = encode(bank, [item], device)
             logits = model(image, label, removed, editable, nearest=nearest, without_prior=True,
                            features=features).float()
         scale = float(model.prior_scale) if model.prior_scale is not None else 0.0
         # the learned background bias only where a mode applies it (calibration measures every mode)
-        wanted = not calibrated or any(bank.finishing(items[i].mode).extent for i in idx)
+        wanted = not calibrated or bank.finishing(item.mode).extent
         extent = _extent_maps(bank, label, nearest, logits, scale) if wanted else None
-        logits = logits.cpu()
-        reach = nearest[1].flatten(1).amax(1).cpu()  # (B,)
-        for j, i in enumerate(idx):
-            plain = Correction(logits[j], scale, float(reach[j]), background=bank.classes.background_index,
-                               extent=None if extent is None else extent[j])
-            if calibrated:
-                out[i] = plain.scaled(bank.finishing(items[i].mode))
-                out[i].refiners = bank.refiners(items[i].mode, bf16=refiner_bf16)
-            else:
-                out[i] = plain
+        reach = float(nearest[1].amax())
+        plain = Correction(logits[0].cpu(), scale, reach, background=bank.classes.background_index,
+                           extent=None if extent is None else extent[0])
+        if calibrated:
+            out[i] = plain.scaled(bank.finishing(item.mode))
+            out[i].refiners = bank.refiners(item.mode, bf16=refiner_bf16)
+        else:
+            out[i] = plain
     return out
 
 

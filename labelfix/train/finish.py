@@ -12,13 +12,20 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..bank.manifest import Manifest, update_manifest
+from ..bank.manifest import REFINER_PASSES, Manifest, update_manifest
 from ..bank.store import load_bank, save_weights
 from ..classes import ClassSet
 from ..data import load_pair
 from ..device import fit_threads_to_load
+from ..inference.finish import finish_labels
+from ..inference.prepare import prepare, resize_label
+from ..inference.run import run_model
+from ..model.extent import CORRECTION_SHARE, hole_samples, output_features, train_extent
+from ..model.propagate import nearest_fill
+from ..model.refiner import SAMPLES_PER_LABEL, train_refiner
 from ..policy import REFINER_MIN_GAIN, REFINER_SECOND_MIN_GAIN
-from .damage import random_blocks
+from .calibrate import MODES, calibrate_bank, measure, setting_name
+from .damage import background_cells, random_blocks
 from .events import Calibrated, ExtentFitted, FitStarted, RefinerFitted
 
 
@@ -26,8 +33,6 @@ def _missing_hole_cases(bank, classes: ClassSet, pairs, gen: torch.Generator, ba
     """The damage the bank's small fitted models learn from: each training label with random blocks and
     with the paper's cells made missing, prepared for `--missing` repair. Yields, per `batch` labels, a
     list of (image, label, damaged label, model input, allowed) with the two holes of each label in turn."""
-    from ..inference.prepare import prepare
-    from .damage import background_cells
 
     for start in range(0, len(pairs), batch):
         cases = []
@@ -49,10 +54,6 @@ def fit_extent(bank_dir: Path, pairs, classes: ClassSet, device="cpu", seed: int
     (extent.safetensors and the manifest's `extent`). A bank without a background class gets none.
     share: of the model's correction, as model/extent.py CORRECTION_SHARE by default. Returns what it did, for the
     progress log."""
-    from ..inference.prepare import resize_label
-    from ..inference.run import run_model
-    from ..model.extent import CORRECTION_SHARE, hole_samples, output_features, train_extent
-    from ..model.propagate import nearest_fill
 
     t0 = time.time()
     bg = classes.background_index
@@ -97,9 +98,6 @@ def fit_refiner(bank_dir: Path, pairs, val_pairs, device="cpu", seed: int = 0, b
     `refiner_second`). Refitting the first drops the second, which learned from the old one's output. A
     bank without a background class, or whose training labels give no boundary to learn from, gets none.
     Returns what it did, for the progress log."""
-    from ..bank.manifest import REFINER_PASSES
-    from ..model.refiner import train_refiner
-    from .calibrate import MODES, measure, setting_name
 
     t0 = time.time()
     key, name = ("refiner_second", "refiner-second.safetensors") if second else ("refiner", "refiner.safetensors")
@@ -141,9 +139,6 @@ def _band_samples(bank, pairs, device, seed: int, batch: int) -> tuple[torch.Ten
     """What the next refiner pass reads at SAMPLES_PER_LABEL band pixels of each damaged training label
     (the bank's `--missing` repairs, with the passes it has): (n, F) features and (n,) float, 1 where the
     truth is background."""
-    from ..inference.finish import finish_labels
-    from ..inference.run import run_model
-    from ..model.refiner import SAMPLES_PER_LABEL
 
     bg = bank.classes.background_index
     rng = np.random.default_rng(seed)
@@ -181,7 +176,6 @@ def finish_bank(out: Path, classes: ClassSet, train_pairs, val_pairs, device, ca
         start("extent", len(train_pairs))
         progress(ExtentFitted(**fit_extent(out, train_pairs, classes, device, seed=seed)))
     if calibrate_images:
-        from .calibrate import calibrate_bank
         start("calibrate", min(calibrate_images, len(val_pairs)))
         scores = calibrate_bank(out, val_pairs[: calibrate_images], device, seed=seed, progress=progress)
         progress(Calibrated(scores, Manifest.read(out).calibration["chosen"]))
