@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..errors import UsageError
+from ..repair.events import FileDone, Note, RepairStarted
 from ..repair.processes import shard_from_environment
 from ._common import console, flag, handle_errors, parse_ints, printable
 
@@ -132,8 +133,6 @@ class _RepairProgress:
 
     def __call__(self, e):
         """Show one event of the repair's progress (repair/events.py)."""
-        from ..repair.events import FileDone, Note, RepairStarted
-
         if isinstance(e, RepairStarted):
             self.started(e)
         elif isinstance(e, Note) and self.chatty:

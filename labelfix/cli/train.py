@@ -6,6 +6,7 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..train import events as ev  # light: no torch, so --help stays fast
 from ._common import console, flag, handle_errors, parse_floats
 
 DATA, MODEL, SCHEDULE, RUN = "Data", "Model", "Schedule", "Run"
@@ -100,20 +101,16 @@ class _TrainProgress:
 
     def __call__(self, e):
         """Show one event of the training's progress (train/events.py)."""
-        from ..train import events as ev
-
         if isinstance(e, (ev.Step, ev.FeaturesStep, ev.CalibrateStep)):
             self.advance(e)
         elif not self.quiet:
-            self.say(e, ev)
+            self.say(e)
 
     def advance(self, e) -> None:
         """Move the bar of a step event: the epoch's, the image encoder's or the calibration's."""
-        from ..train.events import FeaturesStep, Step
-
-        if isinstance(e, Step):
+        if isinstance(e, ev.Step):
             key, label, total = (e.stage, e.epoch), f"{e.stage} epoch {e.epoch}/{e.epochs}", e.steps
-        elif isinstance(e, FeaturesStep):
+        elif isinstance(e, ev.FeaturesStep):
             key, label, total = ("features", e.total), "image encoder", e.total
         else:
             key, label, total = "calibrate", "calibrating repair modes", e.total
@@ -121,10 +118,10 @@ class _TrainProgress:
                 console.print(f"calibrating the repair modes ({e.total} steps)")
         if key not in self.tasks:
             self.tasks[key] = self.bar.add_task(label, total=total, info="")
-        info = f"loss {e.loss:.4f}  {e.images_per_s:.1f} img/s" if isinstance(e, Step) else ""
-        self.bar.update(self.tasks[key], completed=e.step if isinstance(e, Step) else e.done, info=info)
+        info = f"loss {e.loss:.4f}  {e.images_per_s:.1f} img/s" if isinstance(e, ev.Step) else ""
+        self.bar.update(self.tasks[key], completed=e.step if isinstance(e, ev.Step) else e.done, info=info)
 
-    def say(self, e, ev) -> None:
+    def say(self, e) -> None:
         """Print what an event says, one or a few lines."""
         fitting = {"extent": "the background bias of holes", "refiner": "the boundary refiner",
                    "refiner-second": "the boundary refiner's second pass"}
