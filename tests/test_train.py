@@ -137,3 +137,23 @@ def test_init_with_other_classes_is_a_usage_error(bank, tmp_path):
     (other / "classes.json").write_text(json.dumps(cj))
     with pytest.raises(UsageError, match="--init"):
         train_bank(TrainSettings(data=other, out=tmp_path / "x", epochs=0, device="cpu", init=str(bank)))
+
+
+def test_the_encoder_named_in_the_weights_file_is_the_one_the_models_read(tmp_path):
+    from safetensors.torch import save_file
+
+    from labelfix.train.loop import _weights_encoder
+
+    def weights(name):
+        path = tmp_path / f"{name}.safetensors"
+        save_file({"x": torch.zeros(1)}, str(path), metadata={"name": name})
+        return str(path)
+
+    assert _weights_encoder(TrainSettings(data=tmp_path, out=tmp_path, encoder_weights=weights("efficientnet-lite2"))) \
+        == "efficientnet-lite2"
+    bundled = _weights_encoder(TrainSettings(data=tmp_path, out=tmp_path))  # the bundled bank's encoder
+    assert bundled in (None, load_bank(None).config.encoder)
+    assert _weights_encoder(TrainSettings(data=tmp_path, out=tmp_path, preset="paper",
+                                          encoder_weights=weights("efficientnet-lite2"))) is None  # raw RGB stays
+    with pytest.raises(UsageError, match="does not know"):
+        _weights_encoder(TrainSettings(data=tmp_path, out=tmp_path, encoder_weights=weights("resnet-9000")))

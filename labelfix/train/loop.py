@@ -30,8 +30,8 @@ from ..data import open_dataset
 from ..device import autocast, fit_threads_to_load, pick_device
 from ..errors import UsageError
 from ..files import write_atomic
-from ..model.config import LMAEConfig, preset
-from ..model.encoder import ImageEncoder
+from ..model.config import PRESETS, LMAEConfig, preset
+from ..model.encoder import ENCODERS, ImageEncoder
 from ..model.lmae import LMAE, count_parameters
 from ..model.loss import class_weights, weighted_cross_entropy
 from ..model.masking import background_first_mask, background_pixels, expand_mask, hole_patches, mixed_mask, patch_mean
@@ -169,11 +169,7 @@ def _bank_encoder(s: TrainSettings, cfg: LMAEConfig, init_bank, out: Path) -> di
         save_weights(ImageEncoder("stand-in"), dest)
         provenance = {"source": "random initialisation (a stand-in for tests)", "licence": None}
     else:
-        if s.encoder_weights:
-            source = Path(s.encoder_weights)
-        else:
-            bank_dir = init_bank.path if init_bank else DEFAULT_BANK
-            source = bank_dir / "encoder.safetensors"
+        source = _encoder_source(s, init_bank)
         if not source.is_file():
             raise UsageError(f"{source}: no image encoder weights there; convert them with "
                              "`python scripts/convert_encoder.py FILE` and pass --encoder-weights FILE")
@@ -182,6 +178,28 @@ def _bank_encoder(s: TrainSettings, cfg: LMAEConfig, init_bank, out: Path) -> di
         if source.resolve() != dest.resolve():
             write_atomic(dest, source.read_bytes())
     return {"file": dest.name, "sha256": sha256(dest), "name": cfg.encoder, **provenance}
+
+
+def _encoder_source(s: TrainSettings, init_bank) -> Path:
+    """Where the image encoder's weights come from: --encoder-weights, else the --init bank, else the bundled bank."""
+    if s.encoder_weights:
+        return Path(s.encoder_weights)
+    return (init_bank.path if init_bank else DEFAULT_BANK) / "encoder.safetensors"
+
+
+def _weights_encoder(s: TrainSettings) -> str | None:
+    """For a new bank of a preset that reads a pretrained encoder: the encoder its weights file names
+    (scripts/convert_encoder.py writes it); None keeps the preset's."""
+    if PRESETS.get(s.preset, {}).get("encoder", "none") in ("none", "stand-in"):
+        return None
+    path = _encoder_source(s, None)
+    if not path.is_file():
+        return None  # _bank_encoder says what is wrong
+    with safe_open(str(path), "pt") as f:
+        name = (f.metadata() or {}).get("name")
+    if name is not None and name not in ENCODERS:
+        raise UsageError(f"--encoder-weights {path}: an encoder labelfix does not know ({name})")
+    return name
 
 
 def _init_bank(s: TrainSettings, classes: ClassSet):
@@ -307,7 +325,7 @@ def _prepare_data(s: TrainSettings, proc: _Process, out: Path, progress: Callabl
     classes = ds.classes
     init_bank = _init_bank(s, classes)
     cfg = init_bank.config if init_bank else preset(s.preset, classes.num_classes, input_size=s.input_size,
-                                                    patch_size=s.patch_size)
+                                                    patch_size=s.patch_size, encoder=_weights_encoder(s))
     torch.manual_seed(s.seed)
     train_pairs = ds.pairs(s.train_split)[: s.limit_images]
     val_pairs = ds.pairs(s.val_split)
