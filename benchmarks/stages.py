@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 
 # stage -> how its manifest turns it off (None: repair's --no-erasures)
 STAGES = {
-    "none": lambda m: m,
+    "none": lambda m: m,  # the bank itself
     "guided filter": lambda m: m.updated(finishing={k: replace(f, guided=False) for k, f in m.finishing.items()}),
     "colour evidence": lambda m: m.updated(finishing={k: replace(f, colour=0.0) for k, f in m.finishing.items()}),
     "learned background bias": lambda m: m.updated(finishing={k: replace(f, extent=0.0)
@@ -71,7 +71,7 @@ def main() -> None:
     table = {}
     with tempfile.TemporaryDirectory() as tmp:
         for stage, turn_off in STAGES.items():
-            folder = bank if turn_off is None else variant(bank, stage, Path(tmp))
+            folder = bank if stage == "none" or turn_off is None else variant(bank, stage, Path(tmp))
             rows = quality(a.data, folder, a.limit, turn_off is None, Path(tmp) / "quality.json")
             cells = {r["case"]: (round(r["labelfix"], 1), r.get("undamaged_changed_pct")) for r in rows}
             # the erasure finder works in blind repair only, which the paper's protocol does not run

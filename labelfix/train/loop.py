@@ -198,7 +198,7 @@ def _weights_encoder(s: TrainSettings) -> str | None:
     with safe_open(str(path), "pt") as f:
         name = (f.metadata() or {}).get("name")
     if name is not None and name not in ENCODERS:
-        raise UsageError(f"--encoder-weights {path}: an encoder labelfix does not know ({name})")
+        raise UsageError(f"{path}: the weights of an image encoder labelfix does not know ({name})")
     return name
 
 
