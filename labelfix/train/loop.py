@@ -173,8 +173,7 @@ def _bank_encoder(s: TrainSettings, cfg: LMAEConfig, init_bank, out: Path) -> di
         if not source.is_file():
             raise UsageError(f"{source}: no image encoder weights there; convert them with "
                              "`python scripts/convert_encoder.py FILE` and pass --encoder-weights FILE")
-        with safe_open(str(source), "pt") as f:
-            provenance = dict(f.metadata() or {})
+        provenance = _weights_metadata(source)
         if source.resolve() != dest.resolve():
             write_atomic(dest, source.read_bytes())
     return {"file": dest.name, "sha256": sha256(dest), "name": cfg.encoder, **provenance}
@@ -187,6 +186,12 @@ def _encoder_source(s: TrainSettings, init_bank) -> Path:
     return (init_bank.path if init_bank else DEFAULT_BANK) / "encoder.safetensors"
 
 
+def _weights_metadata(path: Path) -> dict:
+    """An encoder weights file's metadata: its name, source and licence (scripts/convert_encoder.py)."""
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata() or {})
+
+
 def _weights_encoder(s: TrainSettings) -> str | None:
     """For a new bank of a preset that reads a pretrained encoder: the encoder its weights file names
     (scripts/convert_encoder.py writes it); None keeps the preset's."""
@@ -195,8 +200,7 @@ def _weights_encoder(s: TrainSettings) -> str | None:
     path = _encoder_source(s, None)
     if not path.is_file():
         return None  # _bank_encoder says what is wrong
-    with safe_open(str(path), "pt") as f:
-        name = (f.metadata() or {}).get("name")
+    name = _weights_metadata(path).get("name")
     if name is not None and name not in ENCODERS:
         raise UsageError(f"{path}: the weights of an image encoder labelfix does not know ({name})")
     return name
