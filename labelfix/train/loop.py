@@ -186,7 +186,7 @@ def _encoder_source(s: TrainSettings, init_bank) -> Path:
     return (init_bank.path if init_bank else DEFAULT_BANK) / "encoder.safetensors"
 
 
-def _weights_metadata(path: Path) -> dict:
+def _weights_metadata(path: Path) -> dict[str, str]:
     """An encoder weights file's metadata: its name, source and licence (scripts/convert_encoder.py)."""
     with safe_open(str(path), "pt") as f:
         return dict(f.metadata() or {})
