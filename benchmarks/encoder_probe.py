@@ -33,7 +33,6 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from labelfix.bank.store import load_bank, resolve_bank_path  # noqa: E402
 from labelfix.data import open_dataset, resize_pair  # noqa: E402
-from labelfix.model.encoder import INPUT_MEAN, INPUT_SCALE  # noqa: E402
 from labelfix.train.features import view_image  # noqa: E402
 from labelfix.train.samples import TrainSamples  # noqa: E402
 
@@ -54,14 +53,6 @@ PROBE_LR = 3e-3  # the linear probe's; the tail's is --tune-lr, lower, as it sta
 class Views:
     maps: torch.Tensor    # (N, C, g, g) fp16: what the probe reads, at the patch grid
     labels: torch.Tensor  # (N, S, S) uint8 at the model's input size
-
-
-def stride16(encoder: nn.Module, image: torch.Tensor) -> torch.Tensor:
-    """The encoder's map after its last stride-16 block."""
-    x = F.relu6(encoder.stem((image - INPUT_MEAN) / INPUT_SCALE))
-    for block in encoder.blocks[:max(encoder.taps) + 1]:
-        x = block(x)
-    return x
 
 
 class Tail(nn.Module):
@@ -170,7 +161,7 @@ def main() -> None:
     for row in ROWS:
         t, size = time.time(), row.scale * cfg.encoder_size
         if (size, row.tail) not in cached:  # the frozen and tuned rows read the same stride-16 maps
-            encode = (lambda x: stride16(encoder, x)) if row.tail else pooled
+            encode = (lambda x: encoder(x)[1]) if row.tail else pooled  # the stride-16 map, or both pooled
             cached[size, row.tail] = tuple(views(s, n, encode, size, cfg.input_size)
                                            for s, n in ((train, a.views), (val, 1)))
         tr, va = cached[size, row.tail]
@@ -179,6 +170,7 @@ def main() -> None:
         loss = fit(model, tr, row.tail, a.epochs, a.tune_lr)
         print(f"| {row.name} | {size} | {miou(model, va, row.tail, classes):.1f} | {loss:.3f} | "
               f"{time.time() - t:.0f} |", flush=True)
+
 
 if __name__ == "__main__":
     main()
