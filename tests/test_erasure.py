@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from labelfix.policy import REVIEW_ORPHANED
-from labelfix.repair.erasure import find_erasures, orphaned_outline, outline_lines, row_runs
+from labelfix.repair.erasure import find_erasures, orphaned_interiors, orphaned_outline, outline_lines, row_runs
 
 
 def disc(h, w, cy, cx, r):
@@ -69,6 +69,22 @@ def test_an_object_relabelled_to_background_leaves_an_orphaned_outline():
     dropped = np.where(label == 3, 0, label)  # the bigger object loses its class, its outline stays
     assert orphaned_outline(dropped, 0) >= REVIEW_ORPHANED
     assert orphaned_outline(np.zeros((20, 20), np.int64), 0) == 0.0
+
+
+def test_the_background_inside_an_orphaned_outline_is_the_object_that_lost_its_class():
+    label = outlined_label()
+    assert not orphaned_interiors(label, 0).any()  # every outline holds its object
+    dropped = np.where(label == 3, 0, label)
+    assert (orphaned_interiors(dropped, 0) == (label == 3)).all()
+    assert not orphaned_interiors(np.where(dropped < 0, 0, dropped), 0).any()  # no outlines: nothing enclosed
+
+
+def test_background_that_a_lost_object_cuts_off_along_the_border_is_not_its_interior():
+    label = np.zeros((120, 160), np.int64)
+    label[:, 60:100] = 5  # an object from the top of the label to its bottom, outlined left and right
+    label[:, [59, 100]] = -1
+    found = orphaned_interiors(np.where(label == 5, 0, label), 0)
+    assert (found == (label == 5)).all()  # not the background left and right of it
 
 
 @pytest.mark.parametrize("scale", [1, 4])  # 4: a label large enough to be read at half size

@@ -7,10 +7,10 @@ from labelfix.bank.manifest import Finishing
 from labelfix.device import resolve_precision
 from labelfix.errors import UsageError
 from labelfix.inference.correction import Correction
-from labelfix.inference.finish import classes_that_can_win, finish_labels, nearest_known_label
+from labelfix.inference.finish import classes_that_can_win, finish_labels, name_lost_objects, nearest_known_label
 from labelfix.inference.guided import ImageGuide, pixel_grid, sample_at
 from labelfix.model.propagate import nearest_fill, nearest_seed
-from labelfix.policy import OVERTURN_CONFIDENCE
+from labelfix.policy import NAME_LOST_OBJECT_BELIEF, OVERTURN_CONFIDENCE
 from labelfix.train.damage import random_blocks
 
 
@@ -176,6 +176,22 @@ def test_blind_fill_overturns_a_labelled_pixel_only_when_the_model_is_sure():
     # the same pixels declared missing (hidden) take the model's class however unsure it is
     pred, _ = finish_labels(Correction(logits, prior_weight=0.0, reach=1.0), label, allowed, allowed)
     assert (pred == 1).all()
+
+
+def test_a_lost_object_takes_the_likeliest_object_class_where_the_model_believes_in_an_object():
+    # two lost objects: on the left the model spreads 0.65 over objects (class 2 ahead of 1) though background
+    # is each pixel's likeliest class; on the right it believes in background
+    assert NAME_LOST_OBJECT_BELIEF < 0.65
+    probs = torch.empty(3, 4, 4)
+    probs[:, :, :2] = torch.tensor([0.35, 0.32, 0.33])[:, None, None]
+    probs[:, :, 2:] = torch.tensor([0.8, 0.1, 0.1])[:, None, None]
+    correction = Correction(probs.log(), prior_weight=0.0, reach=1.0, background=0)
+    pred, conf = np.zeros((8, 16), np.int64), np.ones((8, 16), np.float32)
+    lost = np.zeros((8, 16), bool)
+    lost[:, :6] = lost[:, 10:] = True
+    name_lost_objects(correction, pred, conf, lost)
+    assert (pred[:, :6] == 2).all() and np.allclose(conf[:, :6], 0.33, atol=1e-3)
+    assert (pred[:, 6:] == 0).all() and (conf[:, 6:] == 1).all()
 
 
 def test_block_size_keeps_the_finishing_grid_at_most_512_pixels():

@@ -121,6 +121,8 @@ def test_an_outline_around_background_sends_the_label_to_review(bank, tmp_path):
     rows = {row.file: row for row in run(labels, images, bank, review_below=0.0).rows}
     assert rows["a.png"].orphaned_outline < 0.3 and not rows["a.png"].needs_review
     assert rows["b.png"].orphaned_outline >= 0.3 and rows["b.png"].needs_review
+    # the background inside the orphaned outline is decided as missing (and named where the model believes it)
+    assert rows["a.png"].erased_pixels == 0 and rows["b.png"].erased_pixels >= 38 * 38
     assert "background on both sides" in rows["b.png"].review_reason and not rows["a.png"].review_reason
     told = run(labels, images, bank, missing=(255,), out=tmp_path / "told").rows
     assert all(row.orphaned_outline is None for row in told)  # with --missing the user said what is wrong

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from ..model.propagate import nearest_fill
 from ..model.refiner import BAND_RADIUS, band, pixel_features, scale_for
-from ..policy import OVERTURN_CONFIDENCE
+from ..model.regions import components
+from ..policy import NAME_LOST_OBJECT_BELIEF, OVERTURN_CONFIDENCE
 from .colour import colour_log_likelihood
 from .correction import Correction
 from .guided import RADIUS, ImageGuide, pixel_grid_at, sample_at
@@ -204,6 +205,31 @@ def _refine_boundaries(correction: Correction, probs: torch.Tensor, present: tor
             cy, cx, cn = ys[changed], xs[changed], new[changed]
             pred[cy, cx] = cn
             conf[cy, cx] = np.where(cn == bg, p_background[cy, cx], p_object.numpy()[changed])
+
+
+def name_lost_objects(correction: Correction, pred: np.ndarray, conf: np.ndarray, lost: np.ndarray) -> None:
+    """Each region of `lost` (H, W) bool, an object that lost its class, takes the object class the model finds
+    likeliest over it, in place; a region where the model's mean object probability is below
+    NAME_LOST_OBJECT_BELIEF keeps the decisions made (most likely background it was right to call so).
+
+    The model's probabilities are read at its grid (K, S, S), weighted by the share of each grid cell the
+    region covers."""
+    bg = correction.background
+    if bg is None or not lost.any():
+        return
+    probs = correction.final_logits().float().softmax(0)  # (K, S, S)
+    S = probs.shape[-1]
+    region, n = components(lost)
+    for k in range(n):
+        inside = region == k
+        share = F.adaptive_avg_pool2d(torch.from_numpy(inside).float()[None, None], (S, S))[0, 0]  # (S, S)
+        mean = (probs * share).sum((1, 2)) / share.sum().clamp_min(1e-6)  # (K,)
+        if 1.0 - float(mean[bg]) < NAME_LOST_OBJECT_BELIEF:
+            continue
+        mean[bg] = -1.0
+        best = int(mean.argmax())
+        pred[inside] = best
+        conf[inside] = float(mean[best])
 
 
 NEAREST_AT_HALF_SIZE_ABOVE = 256  # images whose longer side exceeds this get the nearest known label at half size

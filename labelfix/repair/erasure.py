@@ -17,7 +17,8 @@ set to background it finds 95% of the erased object pixels.
 
 An object relabelled to background leaves its outline behind, a thin ring of the ignore value with
 background on both sides. `orphaned_outline` measures how much of the outline is like that, so the
-report can send such labels to review (which class the object had, the label no longer says).
+report can send such labels to review. `orphaned_interiors` finds the background such a ring encloses, the
+object's own pixels: repair gives them the object class the model finds likeliest there.
 
 Pure numpy on one (H, W) label; a few milliseconds at 500 x 375.
 """
@@ -26,12 +27,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model.regions import row_runs
+from ..model.regions import components, row_runs
 
 MIN_EDGE = 0.03          # shortest cut edge, as a share of the label's longer side (at least 8 px)
 MIN_DIRECT = 0.6         # share of a cut edge where object touches background directly (not outline)
 MAX_LOOSE_CONTACT = 0.3  # more direct contact outside cut edges than this share: no outline convention
 MAX_OUTLINE_WIDTH = 0.02  # thickest outline crossing, as a share of the longer side (at least 4 px)
+MAX_BORDER_SHARE = 0.3  # an enclosed region has at most this share of its edge on the image's border
+MIN_ORPHANED_CONTACT = 0.6  # and at least this share of the outline it touches has background on both sides
 OUTLINES_AT_HALF_SIZE_ABOVE = 320  # labels whose longer side exceeds this have their outlines read at half size
 
 
@@ -150,6 +153,18 @@ def _square_sum(mask: np.ndarray, side: int) -> np.ndarray:
     return (integral[side:, side:] - integral[:H, side:] - integral[side:, :W] + integral[:H, :W])
 
 
+def _orphaned_crossings(label: np.ndarray, background_index: int) -> np.ndarray:
+    """(H, W) bool: the outline pixels (label < 0) in thin runs, along rows or columns, with background at
+    both ends."""
+    H, W = label.shape
+    width = max(4, round(MAX_OUTLINE_WIDTH * max(label.shape)))
+    crossing = np.zeros(H * W, bool)
+    crossing[_thin_crossings(label, background_index, width)] = True
+    along_columns = _thin_crossings(label.T, background_index, width)  # flat in the transposed (W, H)
+    crossing[(along_columns % H) * W + along_columns // H] = True
+    return crossing.reshape(H, W)
+
+
 def orphaned_outline(label: np.ndarray, background_index: int) -> float:
     """Share of the outline (label < 0) crossed from background to background within a few pixels.
 
@@ -161,13 +176,47 @@ def orphaned_outline(label: np.ndarray, background_index: int) -> float:
         # every other row and column: the outline stays (VOC's is about 5 px wide at full size) at a quarter
         # of the cost
         label = label[::2, ::2]
-    outline = label < 0
-    total = int(outline.sum())
+    total = int((label < 0).sum())
     if total == 0:
         return 0.0
-    width = max(4, round(MAX_OUTLINE_WIDTH * max(label.shape)))
-    H, W = label.shape
-    along_rows = _thin_crossings(label, background_index, width)
-    along_columns = _thin_crossings(label.T, background_index, width)  # flat in the transposed (W, H)
-    along_columns = (along_columns % H) * W + along_columns // H
-    return len(np.union1d(along_rows, along_columns)) / total
+    return int(_orphaned_crossings(label, background_index).sum()) / total
+
+
+def orphaned_interiors(label: np.ndarray, background_index: int) -> np.ndarray:
+    """(H, W) bool: the background regions that an orphaned outline encloses, objects that lost their class.
+
+    label (H, W) model indices, -1 = unlabelled. A 4-connected background region is such an interior when
+    it is no speck, touches objects directly on less than a tenth of its contacts (it is outlined), at least
+    MIN_ORPHANED_CONTACT of the outline it touches has background on both sides (no object holds it), and at
+    most MAX_BORDER_SHARE of its edge is the image's border (background cut off by an object runs along the
+    border). VOC val at 256 px, about half of each label's classes set to background with their outline kept:
+    83% of the dropped pixels, and 1.5% of the others (which the model mostly keeps as background: naming
+    waits for its belief, policy.NAME_LOST_OBJECT_BELIEF);
+    on the 289 clean labels, with blocks set to background, or with objects forgotten outline and all: none.
+    """
+    bg, outline = label == background_index, label < 0
+    region, n = components(bg)
+    if n < 2 or not outline.any():
+        return np.zeros(label.shape, bool)
+    crossing = _orphaned_crossings(label, background_index)
+    touched_outline, touched_orphaned, touched_object = (np.zeros(n, np.int64) for _ in range(3))
+    for here, there in _NEIGHBOURS:  # each background pixel's four neighbours
+        r, nb_outline, nb_bg = region[here], outline[there], bg[there]
+        inside = r >= 0
+        touched_outline += np.bincount(r[inside & nb_outline], minlength=n)
+        touched_orphaned += np.bincount(r[inside & nb_outline & crossing[there]], minlength=n)
+        touched_object += np.bincount(r[inside & ~nb_outline & ~nb_bg], minlength=n)
+    edge = np.concatenate([region[0], region[-1], region[:, 0], region[:, -1]])
+    on_border = np.bincount(edge[edge >= 0], minlength=n)
+    size = np.bincount(region[region >= 0], minlength=n)
+    smallest = (MIN_EDGE * max(label.shape)) ** 2  # less than a short cut edge squared: a speck, not an object
+    enclosed = ((size >= smallest) & (touched_outline > 0) & (touched_orphaned >= MIN_ORPHANED_CONTACT * touched_outline)
+                & (10 * touched_object < touched_outline + touched_object)
+                & (on_border < MAX_BORDER_SHARE * (touched_outline + on_border)))
+    return (region >= 0) & enclosed[np.maximum(region, 0)]
+
+
+_ALL, _BUT_FIRST, _BUT_LAST = slice(None), slice(1, None), slice(None, -1)
+# (pixels, their neighbour) as slice pairs: the neighbour above, below, to the left, to the right
+_NEIGHBOURS = [((_BUT_FIRST, _ALL), (_BUT_LAST, _ALL)), ((_BUT_LAST, _ALL), (_BUT_FIRST, _ALL)),
+               ((_ALL, _BUT_FIRST), (_ALL, _BUT_LAST)), ((_ALL, _BUT_LAST), (_ALL, _BUT_FIRST))]

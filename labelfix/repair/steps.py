@@ -15,11 +15,11 @@ from ..classes import cityscapes_to_train_ids, is_cityscapes_label_ids, train_id
 from ..data import IMAGE_EXTS, LabelFile, find_image, image_stems, read_image, read_label
 from ..errors import InputFileError
 from ..files import FATAL_WRITE_ERRORS, OutputError, describe_write_error, unreadable_reason, write_atomic
-from ..inference.finish import finish_labels
+from ..inference.finish import finish_labels, name_lost_objects
 from ..inference.prepare import ModelInput, background_fraction, prepare
 from ..policy import REVIEW_ORPHANED
 from .discover import relative_name
-from .erasure import find_erasures, orphaned_outline, outline_lines
+from .erasure import find_erasures, orphaned_interiors, orphaned_outline, outline_lines
 from .preview import picture_stem
 from .settings import ImageRow, RepairSettings
 
@@ -38,6 +38,7 @@ class PreparedFile:
     model_input: ModelInput | None = None
     allowed: np.ndarray | None = None
     unknown_share: float = 0.0           # of the pixels, those the model did not see labelled
+    lost_objects: np.ndarray | None = None  # (H, W) bool: background inside orphaned outlines (blind fill)
     t0: float = 0.0
 
 
@@ -85,6 +86,11 @@ def prepare_file(path: Path, s: RepairSettings, bank: Bank) -> PreparedFile:
             reading_outlines = s.find_erasures and s.policy == "fill"
             # blind fill: background cut off from objects along straight edges was erased; repair it as missing
             erased = find_erasures(index, classes.background_index) if reading_outlines else None
+            if reading_outlines:
+                # background ringed by an orphaned outline is an object that lost its class: the model decides it
+                # as missing, and names it (name_lost_objects)
+                item.lost_objects = orphaned_interiors(index, classes.background_index)
+                erased |= item.lost_objects
             if erased is not None and erased.any():
                 missing = erased
                 item.row.erased_pixels = int(erased.sum())
@@ -123,6 +129,9 @@ def _finish_one(item: PreparedFile, probs, s: RepairSettings, bank: Bank, out: P
     """Merge the prediction under the policy, write the label (and preview), fill the row."""
     row = item.row
     pred, conf = finish_labels(probs, item.index, item.model_input.hidden_full, item.allowed, item.image)
+    lost = item.lost_objects
+    if lost is not None:
+        name_lost_objects(probs, pred, conf, lost)
     allowed = item.allowed
     confident = conf >= s.min_confidence
     change = allowed & confident & (pred != item.index)
@@ -152,7 +161,8 @@ def _finish_one(item: PreparedFile, probs, s: RepairSettings, bank: Bank, out: P
                        "objects lost their class?")
     bg = bank.classes.background_index
     if not s.missing and bg is not None:  # blind: objects found where the label says background
-        filled = change & (item.index == bg) & (pred != bg) & ~item.model_input.hidden_full
+        seen = ~item.model_input.hidden_full if lost is None else ~item.model_input.hidden_full | lost
+        filled = change & (item.index == bg) & (pred != bg) & seen  # not erased pixels given back their object
         row.objects_filled = int(filled.sum())
         if row.objects_filled:
             found = sorted(set(np.flatnonzero(np.bincount(pred[filled], minlength=K)).tolist()))
