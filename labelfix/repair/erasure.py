@@ -210,7 +210,8 @@ def orphaned_interiors(label: np.ndarray, background_index: int) -> np.ndarray:
     on_border = np.bincount(edge[edge >= 0], minlength=n)
     size = np.bincount(region[region >= 0], minlength=n)
     smallest = (MIN_EDGE * max(label.shape)) ** 2  # less than a short cut edge squared: a speck, not an object
-    enclosed = ((size >= smallest) & (touched_outline > 0) & (touched_orphaned >= MIN_ORPHANED_CONTACT * touched_outline)
+    enclosed = ((size >= smallest) & (touched_outline > 0)
+                & (touched_orphaned >= MIN_ORPHANED_CONTACT * touched_outline)
                 & (10 * touched_object < touched_outline + touched_object)
                 & (on_border < MAX_BORDER_SHARE * (touched_outline + on_border)))
     return (region >= 0) & enclosed[np.maximum(region, 0)]
