@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from labelfix.policy import REVIEW_ORPHANED
-from labelfix.repair.erasure import find_erasures, orphaned_interiors, orphaned_outline, outline_lines, row_runs
+from labelfix.repair.erasure import (
+    find_erasures,
+    orphaned_interiors,
+    orphaned_outline,
+    outline_lines,
+    row_runs,
+    with_margin,
+)
 
 
 def disc(h, w, cy, cx, r):
@@ -45,6 +52,17 @@ def test_a_block_inside_an_object_is_found_from_all_four_sides():
     damaged[45:70, 35:65] = 0
     found = find_erasures(damaged, 0)
     assert found[45:70, 35:65].all() and found.sum() == 25 * 30
+
+
+def test_the_margin_of_an_erasure_is_the_background_beside_it():
+    label = outlined_label()
+    erased = np.zeros(label.shape, bool)
+    erased[40:60, 0:20] = True
+    grown = with_margin(erased, label == 0, 3)
+    ys, xs = np.nonzero(grown & ~erased)
+    assert ys.min() == 37 and ys.max() == 62 and xs.max() == 22
+    assert (label[grown & ~erased] == 0).all()  # never an object or its outline
+    assert (with_margin(erased, label == 0, 0) == erased).all()
 
 
 def test_labels_without_outlines_prove_nothing():

@@ -11,6 +11,8 @@ from PIL import Image
 
 from labelfix.classes import voc_palette
 from labelfix.errors import UsageError
+from labelfix.policy import ERASURE_MARGIN
+from labelfix.repair.erasure import find_erasures
 from labelfix.repair.events import FileDone
 from labelfix.repair.report import merge_reports
 from labelfix.repair.run import repair
@@ -86,12 +88,16 @@ def test_blind_fill_finds_erased_blocks_and_fills_only_them(bank, tmp_path):
         Image.fromarray(label, mode="L").save(labels / f"e{i}.png")
         Image.fromarray(image).save(images / f"e{i}.jpg", quality=95)
     res = run(labels, images, bank)
+    margin, beside = round(ERASURE_MARGIN * 64), 0
     for row in res.rows:
         old = np.array(Image.open(labels / row.file))
         changed = old != np.array(Image.open(res.out / row.file))
-        assert row.erased_pixels > 0 and row.pixels_changed > 0
+        shown = find_erasures(np.where(old == 255, -1, old.astype(np.int64)), 0)
+        assert row.erased_pixels >= shown.sum() > 0 and row.pixels_changed > 0
+        beside += row.erased_pixels - shown.sum()
         assert (old[changed] == 0).all() and row.pixels_changed <= row.erased_pixels
-        assert changed[20:40].sum() == changed.sum()  # only inside the block's rows
+        assert changed[20 - margin:40 + margin].sum() == changed.sum()  # only inside the block's rows
+    assert beside > 0  # the background beside the blocks that reach past the object is decided with them
     off = run(labels, images, bank, find_erasures=False, out=tmp_path / "off")
     assert not any(row.erased_pixels for row in off.rows)
 

@@ -108,6 +108,13 @@ def find_erasures(label: np.ndarray, background_index: int) -> np.ndarray:
     return erased
 
 
+def with_margin(erased: np.ndarray, background: np.ndarray, margin: int) -> np.ndarray:
+    """(H, W) bool: `erased` and the `background` pixels within `margin` px of it (a square around each)."""
+    if margin < 1 or not erased.any():
+        return erased
+    return erased | (background & (_square_sum(erased, 2 * margin + 1) > 0))
+
+
 def _thin_crossings(label: np.ndarray, background_index: int, max_width: int) -> np.ndarray:
     """Flat indices of the outline pixels (label < 0) in runs along rows at most `max_width` long with
     background at both ends."""
@@ -191,8 +198,8 @@ def orphaned_interiors(label: np.ndarray, background_index: int) -> np.ndarray:
     most MAX_BORDER_SHARE of its edge is the image's border (background cut off by an object runs along the
     border). VOC val at 256 px, about half of each label's classes set to background with their outline kept:
     83% of the dropped pixels, and 1.5% of the others (which the model mostly keeps as background: naming
-    waits for its belief, policy.NAME_LOST_OBJECT_BELIEF);
-    on the 289 clean labels, with blocks set to background, or with objects forgotten outline and all: none.
+    waits for its belief, policy.NAME_LOST_OBJECT_BELIEF); on the 289 clean labels, with blocks set to
+    background, or with objects forgotten outline and all: none.
     """
     bg, outline = label == background_index, label < 0
     region, n = components(bg)

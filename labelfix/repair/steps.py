@@ -17,9 +17,9 @@ from ..errors import InputFileError
 from ..files import FATAL_WRITE_ERRORS, OutputError, describe_write_error, unreadable_reason, write_atomic
 from ..inference.finish import finish_labels, name_lost_objects
 from ..inference.prepare import ModelInput, background_fraction, prepare
-from ..policy import REVIEW_ORPHANED
+from ..policy import ERASURE_MARGIN, REVIEW_ORPHANED
 from .discover import relative_name
-from .erasure import find_erasures, orphaned_interiors, orphaned_outline, outline_lines
+from .erasure import find_erasures, orphaned_interiors, orphaned_outline, outline_lines, with_margin
 from .preview import picture_stem
 from .settings import ImageRow, RepairSettings
 
@@ -87,6 +87,9 @@ def prepare_file(path: Path, s: RepairSettings, bank: Bank) -> PreparedFile:
             # blind fill: background cut off from objects along straight edges was erased; repair it as missing
             erased = find_erasures(index, classes.background_index) if reading_outlines else None
             if reading_outlines:
+                # an erased object reaches past the columns its cut edges show: the background beside is decided too
+                margin = round(ERASURE_MARGIN * max(index.shape))
+                erased = with_margin(erased, index == classes.background_index, margin)
                 # background ringed by an orphaned outline is an object that lost its class: the model decides it
                 # as missing, and names it (name_lost_objects)
                 item.lost_objects = orphaned_interiors(index, classes.background_index)
