@@ -67,7 +67,8 @@ def repair(
                                     "the model removed."),
     erasures: bool = typer.Option(
         True, "--erasures/--no-erasures", metavar="", rich_help_panel=FILL, show_default=False,
-        help="Blind fill: look for blocks erased to background along straight edges (on by default)."),
+        help="Blind fill: read VOC-style void outlines for blocks erased to background and objects that lost "
+             "their class (on by default)."),
     ratio: str = typer.Option("auto", "--ratio", metavar="R|auto", rich_help_panel=FILL,
                               help="The bank's mask ratio to use; auto: from each label's background fraction."),
     min_confidence: float = typer.Option(0.0, "--min-confidence", metavar="P", rich_help_panel=FILL,

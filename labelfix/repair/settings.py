@@ -38,8 +38,8 @@ class RepairSettings:
                                           # (the CLI's default; a library caller opts in, since more than one
                                           # spawns processes that import its main module: see processes.py)
     precision: str = "auto"               # the model's: auto = bf16 where the device does it natively
-    find_erasures: bool = True            # blind fill: read the outlines for erased blocks (erasure.py),
-                                          # repair them as missing, and flag orphaned outlines for review
+    find_erasures: bool = True            # blind fill: read the outlines for erased blocks and orphaned
+                                          # interiors (erasure.py) and repair them as missing
     recursive: bool = False               # the labels of LABELS' subfolders too; images and output mirror its tree
     classes: str | None = None            # a classes.json of the labels' classes, or "bank": they use the bank's
 
