@@ -91,12 +91,14 @@ def test_blind_fill_finds_erased_blocks_and_fills_only_them(bank, tmp_path):
     margin, beside = round(ERASURE_MARGIN * 64), 0
     for row in res.rows:
         old = np.array(Image.open(labels / row.file))
-        changed = old != np.array(Image.open(res.out / row.file))
+        new = np.array(Image.open(res.out / row.file))
+        refilled = (old == 0) & (new != old)
         shown = find_erasures(np.where(old == 255, -1, old.astype(np.int64)), 0)
-        assert row.erased_pixels >= shown.sum() > 0 and row.pixels_changed > 0
+        assert row.erased_pixels >= shown.sum() > 0 and refilled.any()
         beside += row.erased_pixels - shown.sum()
-        assert (old[changed] == 0).all() and row.pixels_changed <= row.erased_pixels
-        assert changed[20 - margin:40 + margin].sum() == changed.sum()  # only inside the block's rows
+        assert (new[old != 0] == old[old != 0])[(old != 255)[old != 0]].all()  # objects keep their labels
+        assert (new[old == 255] != 255).all()  # the label's void outline is filled as in any blind repair
+        assert refilled[20 - margin:40 + margin].sum() == refilled.sum() <= row.erased_pixels  # the block's rows
     assert beside > 0  # the background beside the blocks that reach past the object is decided with them
     off = run(labels, images, bank, find_erasures=False, out=tmp_path / "off")
     assert not any(row.erased_pixels for row in off.rows)
@@ -117,6 +119,28 @@ def outlined_object(tmp_path, labels_by_stem):
         Image.fromarray(image).save(images / f"{stem}.jpg", quality=95)
         Image.fromarray(make(label.copy()).astype(np.uint8), mode="L").save(labels / f"{stem}.png")
     return labels, images
+
+
+def test_an_erased_block_leaves_the_rest_of_the_label_to_blind_repair(bank, tmp_path, monkeypatch):
+    from labelfix.repair import steps as repair_module
+
+    def erased(label):
+        label[20:40, 4:34] = 0
+        return label
+
+    labels, images = outlined_object(tmp_path, {"erased": erased})
+    real = repair_module.finish_labels
+
+    def sees_an_object_along_the_top(correction, label, hidden, allowed, image):
+        pred, conf = real(correction, label, hidden, allowed, image)
+        top = allowed & (label == 0) & (np.arange(label.shape[0]) < 6)[:, None]
+        return np.where(top, 3, pred), np.where(top, 0.95, conf)
+
+    monkeypatch.setattr(repair_module, "finish_labels", sees_an_object_along_the_top)
+    row = run(labels, images, bank).rows[0]
+    new = np.array(Image.open(labels.parent / "labels-repaired" / "erased.png"))
+    assert row.erased_pixels > 0  # the block was found and repaired as missing ...
+    assert (new[:6] == 3).any() and row.objects_filled > 0  # ... and the background far from it stayed suspect
 
 
 def test_an_outline_around_background_sends_the_label_to_review(bank, tmp_path):

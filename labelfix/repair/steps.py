@@ -103,7 +103,8 @@ def prepare_file(path: Path, s: RepairSettings, bank: Bank) -> PreparedFile:
             raise InputFileError(path, "has no labelled pixel: nothing to complete it from")
         item.unknown_share = float(unknown.mean())
         item.row.background_fraction = round(background_fraction(index, classes.background_index), 4)
-        mi, allowed = prepare(image, model_index, bank, missing=missing, ratio=s.ratio, policy=s.policy)
+        mi, allowed = prepare(image, model_index, bank, missing=missing, blind=not s.missing and s.policy == "fill",
+                              ratio=s.ratio, policy=s.policy)
         item.label, item.index, item.image, item.model_input, item.allowed = lab, index, image, mi, allowed
         item.row.ratio = mi.ratio
         item.row.patches_removed = int(mi.removed.sum())
