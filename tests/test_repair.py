@@ -96,7 +96,8 @@ def test_blind_fill_finds_erased_blocks_and_fills_only_them(bank, tmp_path):
         shown = find_erasures(np.where(old == 255, -1, old.astype(np.int64)), 0)
         assert row.erased_pixels >= shown.sum() > 0 and refilled.any()
         beside += row.erased_pixels - shown.sum()
-        assert (new[old != 0] == old[old != 0])[(old != 255)[old != 0]].all()  # objects keep their labels
+        objects = (old != 0) & (old != 255)
+        assert (new[objects] == old[objects]).all()  # objects keep their labels
         assert (new[old == 255] != 255).all()  # the label's void outline is filled as in any blind repair
         assert refilled[20 - margin:40 + margin].sum() == refilled.sum() <= row.erased_pixels  # the block's rows
     assert beside > 0  # the background beside the blocks that reach past the object is decided with them
