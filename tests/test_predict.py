@@ -283,3 +283,24 @@ def test_a_label_s_correction_does_not_depend_on_the_labels_it_shares_a_batch_wi
     for item, batched in zip(items, together):
         alone, = run_model(b, [item], "cpu", calibrated=False, precision="fp32")
         assert torch.equal(alone.logits, batched.logits)
+
+
+def test_every_model_of_the_bank_reads_a_label_and_their_logits_are_averaged(bank, dataset):
+    from labelfix.bank.store import load_bank
+    from labelfix.data import load_pair, open_dataset
+    from labelfix.inference.prepare import prepare
+    from labelfix.inference.run import encode, run_model
+    from labelfix.model.propagate import nearest_fill
+
+    b = load_bank(bank)
+    image, label = load_pair(*open_dataset(dataset).pairs("val")[0], b.classes)
+    damaged = np.where(holes(label.shape, 0), -1, label)
+    mi, _ = prepare(image, damaged, b, missing=damaged < 0)
+    got, = run_model(b, [mi], "cpu", calibrated=False, precision="fp32")
+    x = [t[None] for t in (mi.image, mi.label_in, mi.removed, mi.editable)]
+    nearest = nearest_fill(x[1], with_distance=True, mend=False)
+    each = [b.model(r, "cpu")(*x, nearest=nearest, without_prior=True, features=encode(b, [mi], "cpu"))[0]
+            for r in b.ratios]
+    assert len(each) == 3 and not torch.allclose(each[0], each[1])  # the models differ: the mean is not any one
+    torch.testing.assert_close(got.logits, torch.stack(each).mean(0), rtol=1e-5, atol=1e-5)
+    assert got.prior_weight == pytest.approx(np.mean([float(b.model(r, "cpu").prior_scale) for r in b.ratios]))
