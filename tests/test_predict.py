@@ -161,14 +161,15 @@ def test_background_bias_takes_back_what_the_prior_carried_into_a_hole():
 
 
 def test_blind_fill_overturns_a_labelled_pixel_only_when_the_model_is_sure():
-    # background everywhere, allowed but known (blind fill's suspect background); the model leans to class 1
-    # by a margin that gives about 0.55 on the left half and 0.9 on the right
+    # background everywhere, allowed but known (blind fill's suspect background); of three classes the model
+    # leans to class 1 by a margin that gives it about 0.38 on the left half and 0.82 on the right
     H, W = 8, 16
     label = np.zeros((H, W), np.int64)
     hidden = np.zeros((H, W), bool)
     allowed = np.ones((H, W), bool)
-    logits = torch.zeros(2, 4, 4)
+    logits = torch.zeros(3, 4, 4)
     logits[1, :, :2], logits[1, :, 2:] = 0.2, 2.2
+    assert 0.38 < OVERTURN_CONFIDENCE < 0.82
     pred, conf = finish_labels(Correction(logits, prior_weight=0.0, reach=1.0), label, hidden, allowed)
     sure = conf >= OVERTURN_CONFIDENCE
     assert sure.any() and (~sure).any()
@@ -247,12 +248,12 @@ def test_large_labels_are_finished_on_blocks(f):
 
 
 def test_blind_fill_on_blocks_keeps_each_labelled_pixel_where_unsure():
-    # a checkerboard of two labelled classes, all of it open to blind fill, and a model with no opinion:
+    # a checkerboard of two labelled classes, all of it open to blind fill, and a model with no opinion (of 3):
     # every block is unsure, so every pixel keeps its own label, not its block's
     H, W = 401, 451
     label = (np.add.outer(np.arange(H), np.arange(W)) % 2).astype(np.int64)
     allowed, hidden = np.ones((H, W), bool), np.zeros((H, W), bool)
-    pred, conf = finish_labels(Correction(torch.zeros(2, 8, 8), prior_weight=0.0, reach=1.0), label, hidden, allowed)
+    pred, conf = finish_labels(Correction(torch.zeros(3, 8, 8), prior_weight=0.0, reach=1.0), label, hidden, allowed)
     assert (conf < OVERTURN_CONFIDENCE).all() and np.array_equal(pred, label)
 
 
