@@ -58,8 +58,8 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
 def _ensemble(models, image, label, removed, editable, nearest, features) -> tuple[torch.Tensor, float]:
     """(logits without the prior term, prior scale): the mean of every model of the bank on one label.
 
-    Every model reads the label as its ratio's removal left it: the models, trained at different mask
-    ratios, err in different places, and their mean beats the model of the label's own ratio on every
+    Every model reads the label with the patches removed at the label's own ratio: the models, trained at
+    different mask ratios, err in different places, and their mean beats the model of the label's own ratio on every
     VOC benchmark (docs/benchmarks.md). Averaging the logits with and without the prior term is the same,
     since each model's prior term is its scale times one and the same one-hot map."""
     logits, scale = 0.0, 0.0
