@@ -70,7 +70,7 @@ def repair(
         help="Blind fill: read VOC-style void outlines for blocks erased to background and objects that lost "
              "their class (on by default)."),
     ratio: str = typer.Option("auto", "--ratio", metavar="R|auto", rich_help_panel=FILL,
-                              help="The mask ratio patches are removed at; auto: from each label's background fraction."),
+                              help="The mask ratio patches are removed at; auto: each label's background fraction."),
     min_confidence: float = typer.Option(0.0, "--min-confidence", metavar="P", rich_help_panel=FILL,
                                          help="Leave a pixel unchanged where the model is less sure than P."),
     out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", rich_help_panel=OUTPUT, show_default=False,
