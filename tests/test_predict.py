@@ -18,6 +18,18 @@ def holes(shape, seed, coverage=0.3):
     return random_blocks(1, *shape, coverage, torch.Generator().manual_seed(seed))[0].numpy()
 
 
+def first_val_label_with_holes(bank_dir, dataset):
+    """(loaded bank, model input) of the test dataset's first val label with blocks made missing."""
+    from labelfix.bank.store import load_bank
+    from labelfix.data import load_pair, open_dataset
+    from labelfix.inference.prepare import prepare
+
+    b = load_bank(bank_dir)
+    image, label = load_pair(*open_dataset(dataset).pairs("val")[0], b.classes)
+    damaged = np.where(holes(label.shape, 0), -1, label)
+    return b, prepare(image, damaged, b, missing=damaged < 0)[0]
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_classes_that_can_win_keeps_every_class_that_wins_after_upsampling(seed):
     g = torch.Generator().manual_seed(seed)
@@ -125,14 +137,9 @@ def test_precision_choice(monkeypatch):
 
 def test_bf16_weights_give_the_numbers_autocast_gives(bank, dataset):
     from labelfix.bank.store import Bank, load_bank
-    from labelfix.data import load_pair, open_dataset
-    from labelfix.inference.prepare import prepare
     from labelfix.inference.run import run_model
 
-    fast = load_bank(bank)
-    image, label = load_pair(*open_dataset(dataset).pairs("val")[0], fast.classes)
-    damaged = np.where(holes(label.shape, 0), -1, label)
-    mi, _ = prepare(image, damaged, fast, missing=damaged < 0)
+    fast, mi = first_val_label_with_holes(bank, dataset)
     with_bf16_weights, = run_model(fast, [mi], "cpu", calibrated=False, precision="bf16")
     assert fast.model(mi.ratio, "cpu", bf16_weights=True).head.weight.dtype == torch.bfloat16
     plain = load_bank(bank)
@@ -287,16 +294,9 @@ def test_a_label_s_correction_does_not_depend_on_the_labels_it_shares_a_batch_wi
 
 
 def test_every_model_of_the_bank_reads_a_label_and_their_logits_are_averaged(bank, dataset):
-    from labelfix.bank.store import load_bank
-    from labelfix.data import load_pair, open_dataset
-    from labelfix.inference.prepare import prepare
     from labelfix.inference.run import encode, run_model
-    from labelfix.model.propagate import nearest_fill
 
-    b = load_bank(bank)
-    image, label = load_pair(*open_dataset(dataset).pairs("val")[0], b.classes)
-    damaged = np.where(holes(label.shape, 0), -1, label)
-    mi, _ = prepare(image, damaged, b, missing=damaged < 0)
+    b, mi = first_val_label_with_holes(bank, dataset)
     got, = run_model(b, [mi], "cpu", calibrated=False, precision="fp32")
     x = [t[None] for t in (mi.image, mi.label_in, mi.removed, mi.editable)]
     nearest = nearest_fill(x[1], with_distance=True, mend=False)

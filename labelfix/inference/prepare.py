@@ -22,7 +22,7 @@ class ModelInput:
     editable: torch.Tensor     # (S, S) bool, the pixels the model decides
     removed_full: np.ndarray   # (H, W) bool: removed patches at the original size
     hidden_full: np.ndarray    # (H, W) bool: pixels whose label the prior must not use
-    ratio: float               # the bank model that handles this label
+    ratio: float               # the bank's mask ratio of this label (blind: how many patches were removed)
     mode: str = "missing"      # missing | replace | blind: which calibrated correction weight applies
     encoder_image: torch.Tensor | None = None  # (3, E, E) in [0, 1]: the image for the bank's image encoder
 
@@ -91,8 +91,7 @@ def prepare(image: np.ndarray, label: np.ndarray, bank: Bank, *, missing: np.nda
         suspect = strategy_mask(strategy, patch_mean(background_pixels(label_s, bg)[None], p), suspect_ratio)[0]
     if missing is None:
         removed, used_ratio = suspect, suspect_ratio
-    else:  # the model fits the holes' share, as with --missing alone (VOC val, blocks set to 0: 87.0 against
-        # 86.9 with the model of the label's background share)
+    else:  # the holes decide what is removed; the ratio reported is the nearest to their share
         holes = hole_patches(resize_any(missing, S)[None], p)[0]
         removed = holes | suspect if blind else holes
         used_ratio = bank.nearest_ratio(float(holes.float().mean())) if ratio is None else ratio
