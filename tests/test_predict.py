@@ -301,8 +301,8 @@ def test_every_model_of_the_bank_reads_a_label_and_their_logits_are_averaged(ban
     x = [t[None] for t in (mi.image, mi.label_in, mi.removed, mi.editable)]
     nearest = nearest_fill(x[1], with_distance=True, mend=False)
     with torch.no_grad():
-        each = [b.model(r, "cpu")(*x, nearest=nearest, without_prior=True, features=encode(b, [mi], "cpu"))[0]
-                for r in b.ratios]
+        features = encode(b, [mi], "cpu")
+        each = [b.model(r, "cpu")(*x, nearest=nearest, without_prior=True, features=features)[0] for r in b.ratios]
     assert len(each) == 3 and not torch.allclose(each[0], each[1])  # the models differ: the mean is not any one
     torch.testing.assert_close(got.logits, torch.stack(each).mean(0), rtol=1e-5, atol=1e-5)
     assert got.prior_weight == pytest.approx(np.mean([b.model(r, "cpu").prior_scale.item() for r in b.ratios]))
