@@ -4,14 +4,16 @@
         [--bank checkpoints/voc] [--ratio 0.5] [--epochs 4] [--tune-lr 2e-5]
 
 The bank's model of --ratio trains --epochs more at that ratio, as `labelfix train` fine-tunes one (Adam
-2e-4, its damage mix, one of the 8 fixed views an image per epoch), with the image encoder
+2e-4, its damage mix, one of the 8 fixed views an image per epoch), with the image encoder (--tune)
 
   frozen     as shipped: the control, what the extra epochs alone give;
   stride32   its stride-32 blocks and head trained too (Adam --tune-lr);
-  stride16   the stage that ends at the stride-16 map trained as well.
+  stride16   the last stage before the stride-16 map trained as well (Lite0's blocks 8-10, 112 channels).
 
-DIR gets a copy of the bank holding that one model (and the encoder it trained with), to score with
-`labelfix bench --bank DIR` and `python benchmarks/repair_quality.py --bank DIR`.
+The trained encoder blocks share the model's weight decay and gradient clipping (one norm over both).
+DIR (which must not exist) gets a copy of the bank holding that one model and the encoder it trained
+with, the bank's other finishing parts as they are, to score with `labelfix bench --bank DIR` and
+`python benchmarks/repair_quality.py --bank DIR`. The seconds an epoch include its validation.
 """
 
 from __future__ import annotations
@@ -96,10 +98,11 @@ def with_tuned_maps(samples: TrainSamples, part: TunedPart, inputs: torch.Tensor
 
 def write_bank(bank, out: Path, ratio: float, model: nn.Module, part: TunedPart | None, first: int) -> None:
     """A copy of `bank` holding only `model` (for `ratio`) and, with `part`, the tuned encoder."""
-    shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(bank.path, out)
     manifest = json.loads((out / "manifest.json").read_text())
     key = ratio_key(ratio)
+    for entry in manifest["ratios"].values():  # the other ratios' models leave
+        (out / entry["file"]).unlink()
     manifest["ratios"] = {key: {"file": f"ratio-{key}.safetensors",
                                 "sha256": save_weights(model, out / f"ratio-{key}.safetensors", half=True)}}
     if part is not None:
@@ -128,6 +131,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--tune-lr", type=float, default=2e-5)
     a = ap.parse_args()
+    if Path(a.out).exists():
+        sys.exit(f"{a.out}: already exists; name a new folder")
     recipe = TrainSettings(data=Path(a.data), out=Path(a.out))
     bank = load_bank(resolve_bank_path(a.bank))
     cfg, encoder = bank.config, bank.encoder()
