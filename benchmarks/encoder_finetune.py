@@ -162,9 +162,11 @@ def main() -> None:
             idx = order[step * recipe.batch_size:(step + 1) * recipe.batch_size].tolist()
             items = [train[(i, epoch)] for i in idx]
             image, label = torch.stack([it[0] for it in items]), torch.stack([it[1] for it in items])
-            maps = [torch.stack([it[m] for it in items]).float() for m in (2, 3, 4)]
-            if part is not None:
-                maps[1:] = part(inputs["train"][[i * train.view_count() + view for i in idx]].float())
+            if part is None:  # the cached maps
+                maps = [torch.stack([it[m] for it in items]).float() for m in (2, 3, 4)]
+            else:  # the cached stride-8 map; the others from the part being trained
+                maps = [torch.stack([it[2] for it in items]).float(),
+                        *part(inputs["train"][[i * train.view_count() + view for i in idx]].float())]
             label_in, removed, editable, target = make_training_batch(label, a.ratio, cfg, ds.classes,
                                                                       recipe.damage_mix, gen)
             loss = weighted_cross_entropy(model(image, label_in, removed, editable, features=maps), target, weights)

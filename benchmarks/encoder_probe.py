@@ -18,7 +18,6 @@ far better on its training images than it gets at repair.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 from dataclasses import dataclass
@@ -31,6 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from encoder_finetune import TunedPart  # noqa: E402
+
 from labelfix.bank.store import load_bank, resolve_bank_path  # noqa: E402
 from labelfix.data import open_dataset, resize_pair  # noqa: E402
 from labelfix.train.features import view_image  # noqa: E402
@@ -60,15 +61,12 @@ class Tail(nn.Module):
 
     def __init__(self, encoder: nn.Module, classes: int, tune: bool):
         super().__init__()
-        self.blocks = copy.deepcopy(encoder.blocks[max(encoder.taps) + 1:]).requires_grad_(tune)
-        self.head = copy.deepcopy(encoder.head).requires_grad_(tune)
-        self.probe = nn.Conv2d(self.blocks[0].expand.in_channels + self.head.out_channels, classes, 1)
+        self.part = TunedPart(encoder, max(encoder.taps) + 1).requires_grad_(tune)
+        self.probe = nn.Conv2d(self.part.blocks[0].expand.in_channels + self.part.head.out_channels, classes, 1)
 
     def maps(self, f16: torch.Tensor) -> torch.Tensor:
-        x = f16
-        for block in self.blocks:
-            x = block(x)
-        f32 = F.interpolate(F.relu6(self.head(x)), size=f16.shape[-2:], mode="bilinear", align_corners=False)
+        _, f32 = self.part(f16)
+        f32 = F.interpolate(f32, size=f16.shape[-2:], mode="bilinear", align_corners=False)
         return torch.cat([f16, f32], 1)
 
     def forward(self, maps: torch.Tensor, tail: bool) -> torch.Tensor:
