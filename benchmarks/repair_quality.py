@@ -166,12 +166,12 @@ def dataset_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def run_case(items, case, bank, tmp: Path, missing: bool, crf: bool, K: int, errors: bool = False,
-             erasures: bool = True):
+             erasures: bool = True, precision: str = "auto"):
     lab_dir, img_dir = write_job(items, lambda it: it[case][0], tmp / case)
     out_dir = tmp / case / "out"
     t0 = time.perf_counter()
     res = repair(RepairSettings(labels=lab_dir, images=img_dir, out=out_dir, bank=bank, find_erasures=erasures,
-                                missing=(IGNORE,) if missing else ()))
+                                missing=(IGNORE,) if missing else (), precision=precision))
     seconds = time.perf_counter() - t0
     assert res.failed == 0, [r.error for r in res.rows if r.error]
     conf = {"labelfix": torch.zeros(K, K, dtype=torch.long)}
@@ -237,6 +237,7 @@ def main():
     ap.add_argument("--cases", default="missing-blocks,paper-cells,zero-blocks,dropped-objects,forgotten-objects")
     ap.add_argument("--errors", action="store_true", help="say where labelfix's wrong pixels are (wrong_pixels)")
     ap.add_argument("--no-erasures", action="store_true", help="blind repair without reading the outlines")
+    ap.add_argument("--precision", default="auto", help="the model's: auto, fp32 or bf16 (as labelfix repair)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     ds = open_dataset(a.data)
@@ -247,7 +248,7 @@ def main():
         items = damage_all(ds.pairs(a.split)[a.skip:][: a.limit], a.seed, a.side, tmp, a.block_area)
         for case in a.cases.split(","):
             row = run_case(items, case, a.bank, Path(tmp), case in ("missing-blocks", "paper-cells"), crf, K,
-                           a.errors, not a.no_erasures)
+                           a.errors, not a.no_erasures, a.precision)
             rows.append(row)
             figures = {k: round(v, 1) for k, v in row.items() if k in ("labelfix", "nearest-label", "dense-crf")}
             extra = (f", undamaged pixels changed {row['undamaged_changed_pct']}%"

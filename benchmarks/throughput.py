@@ -76,7 +76,7 @@ def main():
     ap.add_argument("--bank", default=None)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--precision", default="auto", help="the model's: auto (bf16 where native), fp32 or bf16")
+    ap.add_argument("--precision", default="auto", help="the model's: auto (bf16 on CUDA), fp32 or bf16")
     ap.add_argument("--processes", default="0", help="the command's --processes (0: auto); several, comma-separated, "
                     "run alternately in each repeat (the first is compared with the CRF)")
     ap.add_argument("--seed", type=int, default=0)

@@ -121,15 +121,11 @@ def test_shrink_sparse_equals_shrinking_the_assembled_map():
     assert torch.allclose(guide.filter_small(guide.shrink(maps)), guide.filter(maps))
 
 
-def test_precision_choice(monkeypatch):
-    import labelfix.device as device
-
+def test_precision_choice():
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32"
     assert resolve_precision("bf16", cpu) == "bf16"
-    for native, expected in ((True, "bf16"), (False, "fp32")):
-        monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
-        assert resolve_precision("auto", cpu) == expected
+    assert resolve_precision("auto", cpu) == "fp32"
     assert resolve_precision("auto", torch.device("cuda")) == "bf16"
     with pytest.raises(UsageError, match="--precision"):
         resolve_precision("fp8", cpu)

@@ -32,7 +32,7 @@ def bench(
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda", rich_help_panel="Model and speed"),
     batch_size: int = typer.Option(8, "--batch-size", metavar="N", rich_help_panel="Model and speed"),
     precision: str = typer.Option("auto", "--precision", metavar="auto|fp32|bf16", rich_help_panel="Model and speed",
-                                  help="auto: bf16 on CUDA or a CPU with native bf16."),
+                                  help="auto: bf16 on CUDA, fp32 on the CPU."),
     no_speed: bool = flag(False, "--no-speed", panel="Model and speed", help="Skip the throughput measurement."),
     json_file: Optional[Path] = typer.Option(None, "--json", metavar="FILE", rich_help_panel="Output",
                                              show_default=False, help="Write every figure to this JSON file."),

@@ -84,7 +84,7 @@ def repair(
                                        show_default=False, help="Model bank (default: the bundled VOC bank)."),
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda", rich_help_panel=SPEED, help="Device."),
     precision: str = typer.Option("auto", "--precision", metavar="auto|fp32|bf16", rich_help_panel=SPEED,
-                                  help="auto: bf16 on CUDA or a CPU with native bf16."),
+                                  help="auto: bf16 on CUDA, fp32 on the CPU."),
     batch_size: int = typer.Option(8, "--batch-size", metavar="N", rich_help_panel=SPEED,
                                    help="Labels decoded and finished together."),
     workers: int = typer.Option(0, "--workers", metavar="N", rich_help_panel=SPEED,

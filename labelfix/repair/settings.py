@@ -37,7 +37,7 @@ class RepairSettings:
     processes: int = 1                    # 0 = auto: one per MAX_AUTO_WORKERS cores, if there are files enough
                                           # (the CLI's default; a library caller opts in, since more than one
                                           # spawns processes that import its main module: see processes.py)
-    precision: str = "auto"               # the model's: auto = bf16 where the device does it natively
+    precision: str = "auto"               # the model's: auto = bf16 on CUDA, fp32 on the CPU
     find_erasures: bool = True            # blind fill: read the outlines for erased blocks and orphaned
                                           # interiors (erasure.py) and repair them as missing
     recursive: bool = False               # the labels of LABELS' subfolders too; images and output mirror its tree
