@@ -74,9 +74,9 @@ def autocast(device: torch.device):
 def resolve_precision(precision: str, device: torch.device) -> str:
     """auto -> bf16 on CUDA, fp32 on the CPU.
 
-    On a CPU with AMX, bf16 made the whole repair only about 5% faster and the bundled bank's repairs
-    worse (VOC val: dropped objects 69.8 -> 68.0 mIoU, forgotten 47.9 -> 46.5, blocks 90.0 -> 89.3;
-    docs/benchmarks.md), so the CPU runs fp32 unless asked."""
+    On a CPU with AMX, bf16 made the whole repair only about 5% faster and three of the bundled bank's
+    five VOC repair figures worse (dropped objects 69.8 -> 68.0 mIoU, forgotten 47.9 -> 46.5, blocks
+    90.0 -> 89.3; cells 57.6 -> 58.5; docs/benchmarks.md), so the CPU runs fp32 unless asked."""
     if precision not in PRECISIONS:
         raise UsageError(f"--precision {precision}: choose {', '.join(PRECISIONS)}")
     if precision != "auto":

@@ -26,7 +26,7 @@ def run_model(bank: Bank, items: list[ModelInput], device, calibrated: bool = Tr
     """
     device = torch.device(device)
     out: list = [None] * len(items)
-    # the finishing runs on the CPU: its refiner multiplies in bf16 when the CPU is asked for bf16
+    # the finishing runs on the CPU, where auto is fp32: its refiner multiplies in bf16 only with precision bf16
     refiner_bf16 = resolve_precision(precision, torch.device("cpu")) == "bf16"
     # one label at a time: a batch's shapes (its padding, the kernels they select) would make a label's
     # numbers, and so now and then a pixel of its output, depend on the labels it shares a batch with

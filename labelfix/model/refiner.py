@@ -21,9 +21,10 @@ first leaves (the bank's `refiner_second`), decides them once more where it gain
 VOC val, bundled bank (benchmarks/repair_quality.py, --missing 255): blocks 86.5 -> 87.6 mIoU, paper
 cells 48.9 -> 50.8 at 256 px, 85.3 -> 86.3 and 48.2 -> 50.5 at 500 px; labelfix bench (--policy
 replace) PA-mIoU 41.0 / 46.5 / 49.1 -> 45.6 / 51.3 / 50.6. The band holds about 2,200 pixels of a 256 px
-label and 9,400 of a 500 px one. On one thread a 500 px label costs about 6 ms (the band 0.6, the
-features 2.7, the MLP 2.1-2.5 with its first layer in bf16; 13 ms before those were made faster),
-about what the guided filter's second pass, which the refiner replaces (inference/finish.py), costs (5 to 8).
+label and 9,400 of a 500 px one. On one thread a 500 px label costs about 8 ms (the band 0.6, the
+features 2.7, the MLP 4.1-4.8, or 2.1-2.5 with `--precision bf16` on a CPU with AMX; 13 ms before
+those were made faster), about what the guided filter's second pass, which the refiner replaces
+(inference/finish.py), costs (5 to 8).
 """
 
 from __future__ import annotations
@@ -139,10 +140,10 @@ _SHIFT = torch.tensor([-0.45 / 0.25] * 3 + [0.0] * 5).repeat(len(OFFSETS))
 class BoundaryRefiner(nn.Module):
     """(n, len(OFFSETS) * CHANNELS) bytes (pixel_features) -> (n,) the logit that each pixel is background.
 
-    With `bf16` (set by `in_bf16`), the first layer, nine tenths of the arithmetic, multiplies in bf16:
-    bytes are exact there, only the weights round. On a CPU that does bf16 natively that layer takes a
-    third of the time, the refiner half (4.1-4.8 -> 2.1-2.5 ms on a 500 px label's band); 0.07% of the
-    band's pixels are decided the other way."""
+    With `bf16` (set by `in_bf16`; repair sets it only with `--precision bf16`), the first layer, nine
+    tenths of the arithmetic, multiplies in bf16: bytes are exact there, only the weights round. On a CPU
+    with AVX512-BF16 or AMX that layer takes a third of the time, the MLP half (4.1-4.8 -> 2.1-2.5 ms on a
+    500 px label's band); 0.07% of the band's pixels are decided the other way."""
 
     def __init__(self, hidden: int = HIDDEN):
         super().__init__()
